@@ -1,0 +1,82 @@
+"""The nouns of andon: deploys, commits and events, as plain immutable records."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+RUNNING = "running"
+SUCCEEDED = "succeeded"
+FAILED = "failed"
+INTERRUPTED = "interrupted"
+UNHEALTHY = "unhealthy"
+STATUSES = (RUNNING, SUCCEEDED, FAILED, INTERRUPTED, UNHEALTHY)
+FINAL_STATUSES = (SUCCEEDED, FAILED, INTERRUPTED, UNHEALTHY)
+
+TRIGGERS = ("ci", "manual", "rollback", "auto-rollback", "import")
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def to_iso(moment: datetime) -> str:
+    """The one textual form of a time in the log: UTC, microseconds, sortable as text."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def from_iso(text: str) -> datetime:
+    """Parse an ISO-8601 time; a time without a zone is taken as UTC."""
+    moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc)
+
+
+@dataclass(frozen=True, slots=True)
+class Commit:
+    sha: str
+    author: str
+    date: str  # ISO-8601 author date
+    subject: str
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class Deploy:
+    id: int
+    env: str
+    sha: str
+    prev_sha: str | None
+    status: str
+    who: str
+    trigger: str
+    reason: str
+    started_at: str
+    finished_at: str | None
+    exit_code: int | None
+    output: str = field(default="", repr=False)
+    reverts: int | None = None
+
+    @property
+    def short_sha(self) -> str:
+        return self.sha[:7]
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    id: int
+    at: str
+    kind: str
+    env: str | None
+    deploy_id: int | None
+    who: str
+    detail: str

@@ -1,0 +1,205 @@
+"""Running deploy commands: argv lists only, a process group of their own, bounded output.
+
+The command starts in a new session so that a timeout, Ctrl-C or SIGTERM stops
+the whole group (``subprocess.run(timeout=...)`` would leave grandchildren
+running). Output is read from a pipe by a thread that never stops draining it,
+passed on to ``on_output`` as it comes and kept, bounded, for the log.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from backend import AndonError
+from backend.text import clean, decode
+
+OUTPUT_LIMIT = 256 * 1024  # characters of output kept in the log per deploy
+STOP_GRACE = 5.0  # seconds between SIGTERM and SIGKILL
+TIMEOUT_EXIT = 124  # as timeout(1)
+DRAIN_AFTER_EXIT = 2.0  # seconds to keep reading output after the command exits
+
+
+class RunError(AndonError):
+    pass
+
+
+class BoundedOutput:
+    """Keeps the first and the last part of a stream, and says how much was cut between."""
+
+    def __init__(self, limit: int = OUTPUT_LIMIT) -> None:
+        self.head_limit = limit // 4
+        self.tail_limit = limit - self.head_limit
+        self.head = ""
+        self.tail = ""
+        self.dropped = 0
+
+    def add(self, text: str) -> None:
+        if len(self.head) < self.head_limit:
+            room = self.head_limit - len(self.head)
+            self.head += text[:room]
+            text = text[room:]
+        if not text:
+            return
+        self.tail += text
+        if len(self.tail) > self.tail_limit * 2:
+            self._trim()
+
+    def _trim(self) -> None:
+        excess = len(self.tail) - self.tail_limit
+        if excess > 0:
+            self.dropped += excess
+            self.tail = self.tail[excess:]
+
+    def text(self) -> str:
+        self._trim()
+        if self.dropped:
+            return f"{self.head}\n[... {self.dropped} characters of output not kept ...]\n{self.tail}"
+        return self.head + self.tail
+
+
+@dataclass(frozen=True)
+class RunResult:
+    exit_code: int
+    output: str
+    stopped: str | None = None  # "timeout", "SIGINT", "SIGTERM" when andon stopped it
+
+
+def substitute(argv: Sequence[str], values: Mapping[str, str]) -> list[str]:
+    """Replace ``{sha}``-style placeholders inside each argument; each stays one argument."""
+    result = []
+    for part in argv:
+        for key, value in values.items():
+            part = part.replace("{" + key + "}", value)
+        result.append(part)
+    return result
+
+
+class Runner:
+    """Runs one command at a time. ``stop(reason)`` may be called from a signal handler."""
+
+    def __init__(self) -> None:
+        self._process: subprocess.Popen[bytes] | None = None
+        self._stopped: str | None = None
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        cwd: str | os.PathLike[str] | None = None,
+        env: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+        on_output: Callable[[str], None] | None = None,
+        output_limit: int = OUTPUT_LIMIT,
+    ) -> RunResult:
+        if not argv:
+            raise RunError("no command to run")
+        try:
+            process = subprocess.Popen(
+                list(argv),
+                cwd=cwd,
+                env=dict(env) if env is not None else None,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        except FileNotFoundError:
+            raise RunError(f"cannot run {argv[0]!r}: no such file or command") from None
+        except PermissionError:
+            raise RunError(f"cannot run {argv[0]!r}: permission denied (is it executable?)") from None
+        except OSError as error:
+            raise RunError(f"cannot run {argv[0]!r}: {error.strerror}") from None
+        self._process = process
+        self._stopped = None
+        kept = BoundedOutput(output_limit)
+
+        def drain() -> None:
+            assert process.stdout is not None
+            reader = process.stdout
+            fd = reader.fileno()
+            pending = b""
+            while True:
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    break
+                data = pending + chunk
+                # Do not split a UTF-8 character between two chunks.
+                cut = len(data)
+                for back in range(1, min(4, len(data)) + 1):
+                    byte = data[-back]
+                    if byte & 0xC0 == 0x80:
+                        continue
+                    if byte >= 0xC0:
+                        need = 2 if byte < 0xE0 else 3 if byte < 0xF0 else 4
+                        if back < need:
+                            cut = len(data) - back
+                    break
+                pending = data[cut:]
+                text = clean(decode(data[:cut]))
+                kept.add(text)
+                if on_output and text:
+                    on_output(text)
+            if pending:
+                text = clean(decode(pending))
+                kept.add(text)
+                if on_output:
+                    on_output(text)
+            reader.close()
+
+        thread = threading.Thread(target=drain, name="andon-output", daemon=True)
+        thread.start()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            try:
+                wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+                process.wait(timeout=wait if wait is None else min(wait, 0.2))
+                break
+            except subprocess.TimeoutExpired:
+                if deadline is not None and time.monotonic() >= deadline:
+                    self.stop("timeout")
+        # The group may outlive the leader (a backgrounded grandchild holding the
+        # pipe); once andon has decided to stop, make sure nothing is left.
+        if self._stopped:
+            self._kill_group(process.pid, signal.SIGKILL)
+        # A grandchild left running in the background may keep the pipe open
+        # for ever: read what comes soon after the command ends, then move on.
+        thread.join(timeout=DRAIN_AFTER_EXIT)
+        self._process = None
+        code = process.returncode
+        if self._stopped == "timeout":
+            code = TIMEOUT_EXIT
+        elif self._stopped in ("SIGINT", "SIGTERM"):
+            code = 128 + int(getattr(signal, self._stopped))
+        elif code < 0:
+            code = 128 - code
+        return RunResult(code, kept.text(), self._stopped)
+
+    def stop(self, reason: str) -> None:
+        """Stop the running command's whole process group: SIGTERM, then SIGKILL after a grace."""
+        process = self._process
+        if process is None or self._stopped:
+            return
+        self._stopped = reason
+        self._kill_group(process.pid, signal.SIGTERM)
+
+        def escalate() -> None:
+            try:
+                process.wait(timeout=STOP_GRACE)
+            except subprocess.TimeoutExpired:
+                pass
+            self._kill_group(process.pid, signal.SIGKILL)
+
+        threading.Thread(target=escalate, name="andon-stop", daemon=True).start()
+
+    @staticmethod
+    def _kill_group(pid: int, sig: signal.Signals) -> None:
+        try:
+            os.killpg(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass

@@ -1,0 +1,90 @@
+"""The composition of one andon session: repository, configuration, deploy log, identity.
+
+Both the command line and the dashboard start from a :class:`World`; tests and the
+demo build one directly.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from backend import AndonError
+from backend.config import Config, load
+from backend.history import GitError, History
+from backend.identity import who
+from backend.models import utc_now
+from backend.store import DeployLog
+
+
+@dataclass
+class World:
+    history: History
+    config: Config
+    db_path: Path
+    clock: Callable[[], datetime] = utc_now
+    _log: DeployLog | None = field(default=None, repr=False)
+
+    @property
+    def log(self) -> DeployLog:
+        """The deploy log, opened on first use (and created if it does not exist yet)."""
+        if self._log is None:
+            default = self.history.git_dir is not None and self.db_path.parent == self.history.git_dir / "andon"
+            self._log = DeployLog.open(self.db_path, clock=self.clock, create_parent=default)
+        return self._log
+
+    def who(self) -> str:
+        return who(self.history.user_name)
+
+    def environments(self) -> list[str]:
+        """Configured environments in their file order, then any others seen in the log."""
+        names = list(self.config.environments)
+        names += [name for name in self.log.environments() if name not in names]
+        return names
+
+    def close(self) -> None:
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+
+def resolve_world(
+    repo: Path | None = None,
+    db: Path | None = None,
+    config: Path | None = None,
+    *,
+    clock: Callable[[], datetime] = utc_now,
+) -> World:
+    """Find the repository, read its configuration and decide where the deploy log is.
+
+    The log is ``--db``, else ``$ANDON_DB``, else the config's ``db`` (relative to the
+    repository root), else ``<git dir>/andon/deploys.db``: inside the repository's git
+    directory, so it is never committed and needs no set-up.
+    """
+    start = repo or Path.cwd()
+    try:
+        history = History.discover(start)
+    except GitError:
+        if repo is not None:
+            raise
+        history = History(None)  # no repository: still fine with --db, commits unavailable
+    settings = load(history.root, config)
+    env_db = os.environ.get("ANDON_DB", "").strip()
+    if db is not None:
+        db_path = db
+    elif env_db:
+        db_path = Path(env_db)
+    elif settings.db:
+        base = history.root or (settings.source.parent if settings.source else Path.cwd())
+        db_path = base / Path(settings.db).expanduser()
+    elif history.git_dir is not None:
+        db_path = history.git_dir / "andon" / "deploys.db"
+    else:
+        raise AndonError(
+            f"{start} is not inside a git repository: run andon in a clone, or use --repo, "
+            "or name a deploy log with --db or ANDON_DB"
+        )
+    return World(history, settings, db_path.expanduser(), clock)

@@ -1,0 +1,390 @@
+"""The ``andon`` command: parse arguments, build the backend, run a command or open the dashboard.
+
+Textual is imported only when the dashboard opens, so the CI commands start fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import sys
+import tempfile
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any, NoReturn
+
+from backend import AndonError
+from backend.config import check_environment_name
+from backend.history import FULL_SHA
+from backend.models import FINAL_STATUSES, from_iso, to_iso
+from backend.text import clean_line, short
+from backend.world import World, resolve_world
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (with a pointer to --help), not the usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"andon: error: {message} (see {self.prog} --help)\n")
+
+
+def _common(parser: argparse.ArgumentParser, default: Any) -> None:
+    parser.add_argument("--repo", type=Path, default=default, help="the git repository (default: the current directory)")
+    parser.add_argument("--db", type=Path, default=default, help="the deploy log (default: $ANDON_DB, the config's db, or inside .git)")
+    parser.add_argument("--config", type=Path, default=default, help="the configuration file (default: andon.toml or pyproject.toml)")
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="andon", description="See and steer continuous deployment from the terminal.")
+    _common(parser, None)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help, description=help)
+        _common(sub, argparse.SUPPRESS)
+        return sub
+
+    command("dashboard", "open the dashboard (the same as plain andon)")
+    demo = command("demo", "build a throw-away demo world and open the dashboard on it")
+    demo.add_argument("--dir", type=Path, help="build the world here and keep it (must not exist yet)")
+    demo.add_argument("--no-open", action="store_true", help="build the world and print where it is, without opening the dashboard")
+
+    deploy = command("deploy", "run an environment's deploy action and record it")
+    deploy.add_argument("--env", required=True, help="the environment")
+    deploy.add_argument("--sha", default="HEAD", help="the revision to deploy (default: HEAD)")
+    deploy.add_argument("--reason", default="", help="why (kept in the log)")
+    deploy.add_argument("--trigger", choices=["ci", "manual"], help="default: ci when $CI is set, else manual")
+    deploy.add_argument("cmd", nargs=argparse.REMAINDER, help="-- COMMAND... to run instead of the configured action")
+
+    record = command("record", "record a deploy that something else ran")
+    record.add_argument("--env", required=True)
+    record.add_argument("--sha", required=True, help="the revision that was deployed")
+    record.add_argument("--status", required=True, choices=FINAL_STATUSES)
+    record.add_argument("--at", help="when it ran, ISO-8601 (default: now)")
+    record.add_argument("--by", help="who ran it (default: $ANDON_USER, git's user.name, the login name)")
+    record.add_argument("--reason", default="")
+    record.add_argument("--trigger", default="ci", choices=["ci", "manual", "rollback", "auto-rollback"])
+
+    command("import", "import past deploys as JSON lines on standard input")
+
+    status = command("status", "per environment: what is live and what is pending")
+    status.add_argument("--json", action="store_true", help="one JSON document")
+
+    log = command("log", "deploy history with each deploy's commits")
+    log.add_argument("--env", help="only this environment")
+    log.add_argument("--limit", type=_positive, help="at most N deploys (newest first)")
+    log.add_argument("--json", action="store_true", help="one JSON document")
+    return parser
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, not {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _world(args: argparse.Namespace) -> World:
+    return resolve_world(args.repo, args.db, args.config)
+
+
+def _out(text: str = "") -> None:
+    sys.stdout.write(text + "\n")
+
+
+def _dump(data: Any) -> None:
+    json.dump(data, sys.stdout, ensure_ascii=False, separators=(",", ":"))
+    sys.stdout.write("\n")
+
+
+# -- commands ------------------------------------------------------------------------
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    from backend.deployer import deploy
+    from backend.runner import Runner
+
+    command = list(args.cmd)
+    if command and command[0] == "--":
+        command = command[1:]
+    elif command:
+        raise AndonError(f"unexpected arguments {' '.join(command)!r}: put the command after --")
+    world = _world(args)
+    runner = Runner()
+
+    def stop(signum: int, _frame: Any) -> None:
+        runner.stop(signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def show(text: str) -> None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+    try:
+        outcome = deploy(world, args.env, args.sha, command=command or None, runner=runner,
+                         on_output=show, trigger=args.trigger, reason=args.reason)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        world.close()
+    done = outcome.deploy
+    print(f"andon: deploy #{done.id} of {done.short_sha} to {done.env}: {done.status}"
+          f" (exit code {outcome.exit_code})", file=sys.stderr)
+    return outcome.exit_code
+
+
+def cmd_record(args: argparse.Namespace) -> int:
+    check_environment_name(args.env)
+    at = _parse_time(args.at, "--at") if args.at else None
+    world = _world(args)
+    try:
+        sha = _resolve_recorded(world, args.sha)
+        who = clean_line(args.by).strip() if args.by else world.who()
+        recorded = world.log.record(args.env, sha, args.status, who=who or "unknown", at=at,
+                                    trigger=args.trigger, reason=clean_line(args.reason))
+    finally:
+        world.close()
+    _out(f"recorded deploy #{recorded.id}: {recorded.short_sha} to {recorded.env}, {recorded.status}")
+    return 0
+
+
+def _parse_time(text: str, what: str) -> datetime:
+    try:
+        return from_iso(text)
+    except (ValueError, TypeError):
+        raise AndonError(f"{what}: {clean_line(str(text))!r} is not an ISO-8601 time (like 2026-11-20T14:03:00Z)") from None
+
+
+def _resolve_recorded(world: World, revision: str) -> str:
+    """A revision as a full SHA; a full SHA no longer in this clone is still accepted (history)."""
+    found = world.history.resolve_many([revision])[revision]
+    if found:
+        return found
+    if FULL_SHA.match(revision.lower()):
+        print(f"andon: warning: {short(revision)} is not in this clone; recorded as given", file=sys.stderr)
+        return revision.lower()
+    raise AndonError(f"{clean_line(revision)!r} is not a commit in this clone (give a full SHA to record one that is gone)")
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    rows: list[dict[str, Any]] = []
+    for number, raw in enumerate(sys.stdin.buffer, 1):
+        line = raw.decode("utf-8", errors="replace").strip()
+        if not line:
+            continue
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise AndonError(f"standard input line {number}: not JSON ({error.msg}); nothing imported") from None
+        rows.append(_import_row(item, number))
+    if not rows:
+        raise AndonError("nothing to import: give JSON lines on standard input, one deploy each")
+    world = _world(args)
+    try:
+        revisions = [row["sha"] for row in rows]
+        found = world.history.resolve_many(revisions)
+        gone = 0
+        for row in rows:
+            sha = found.get(row["sha"])
+            if sha:
+                row["sha"] = sha
+            elif FULL_SHA.match(row["sha"].lower()):
+                row["sha"] = row["sha"].lower()
+                gone += 1
+            else:
+                raise AndonError(
+                    f"standard input line {row['line']}: {clean_line(row['sha'])!r} is not a commit in this "
+                    "clone (give full SHAs for commits that are gone); nothing imported"
+                )
+        result = world.log.import_many(rows, who=world.who())
+    finally:
+        world.close()
+    note = f" ({result.skipped} already in the log)" if result.skipped else ""
+    _out(f"imported {result.imported} deploys{note}")
+    if gone:
+        print(f"andon: warning: {gone} deploys name commits that are not in this clone", file=sys.stderr)
+    return 0
+
+
+def _import_row(item: Any, number: int) -> dict[str, Any]:
+    where = f"standard input line {number}"
+    if not isinstance(item, dict):
+        raise AndonError(f"{where}: expected a JSON object; nothing imported")
+
+    def text(*keys: str, required: bool = True) -> str | None:
+        for key in keys:
+            value = item.get(key)
+            if value is not None:
+                if not isinstance(value, str) or not value.strip():
+                    raise AndonError(f"{where}: {key} must be a non-empty string; nothing imported")
+                return value.strip()
+        if required:
+            raise AndonError(f"{where}: missing {keys[0]}; nothing imported")
+        return None
+
+    env = text("environment", "env")
+    assert env is not None
+    try:
+        check_environment_name(env)
+    except AndonError as error:
+        raise AndonError(f"{where}: {error}; nothing imported") from None
+    status = text("status")
+    if status not in FINAL_STATUSES:
+        raise AndonError(f"{where}: status must be one of {', '.join(FINAL_STATUSES)}, not {clean_line(str(status))!r}; nothing imported")
+    stamp = text("time", "at", "started_at")
+    assert stamp is not None
+    try:
+        at = to_iso(from_iso(stamp))
+    except ValueError:
+        raise AndonError(f"{where}: {clean_line(stamp)!r} is not an ISO-8601 time; nothing imported") from None
+    who = text("who", required=False) or ""
+    return {"env": env, "sha": text("sha"), "status": status, "at": at, "who": clean_line(who),
+            "reason": clean_line(text("reason", required=False) or ""), "line": number}
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from backend.report import status
+
+    world = _world(args)
+    try:
+        report = status(world)
+    finally:
+        world.close()
+    if args.json:
+        _dump({"environments": report})
+        return 0
+    if not report:
+        _out("no environments yet: configure some in andon.toml, or record a deploy")
+    for env in report:
+        live = env["live"]
+        _out(f"{env['env']}: line {env['line']}")
+        if live:
+            _out(f"  live     {short(live['sha'])}  deployed {_when(live['started_at'])} by {live['who']} (#{live['id']})")
+        else:
+            _out("  live     nothing deployed yet")
+        latest = env["latest"]
+        if latest and (not live or latest["id"] != live["id"]):
+            _out(f"  latest   {short(latest['sha'])}  {latest['status']} {_when(latest['started_at'])} by {latest['who']} (#{latest['id']})")
+        if env["pending_error"]:
+            _out(f"  pending  {env['pending_error']}")
+        else:
+            _out(f"  pending  {env['pending_count']} commits on {env['branch']}")
+            for commit in env["pending"][:5]:
+                _out(f"           {short(commit['sha'])}  {commit['subject']}")
+            if env["pending_count"] > 5:
+                _out(f"           ... and {env['pending_count'] - 5} more")
+    return 0
+
+
+def _when(stamp: str) -> str:
+    return stamp[:16].replace("T", " ")
+
+
+def cmd_log(args: argparse.Namespace) -> int:
+    from backend.report import log_entries
+
+    if args.env:
+        check_environment_name(args.env)
+    world = _world(args)
+    try:
+        entries = log_entries(world, args.env, args.limit)
+    finally:
+        world.close()
+    if args.json:
+        _dump({"deploys": entries})
+        return 0
+    if not entries:
+        _out("no deploys yet" + (f" to {args.env}" if args.env else ""))
+    lines = []
+    for entry in entries:
+        count = len(entry["commits"]) + entry["commits_truncated"]
+        what = entry["commits_error"] or f"{count} commit{'s' if count != 1 else ''}"
+        lines.append(f"#{entry['id']:<5} {_when(entry['started_at'])}  {entry['env']:<12} {short(entry['sha'])}"
+                     f"  {entry['status']:<11} {entry['who'] or '-':<16} {what}")
+        if entry["reason"]:
+            lines.append(f"       reason: {entry['reason']}")
+        for commit in entry["commits"]:
+            lines.append(f"       {short(commit['sha'])}  {commit['author'][:20]:<20} {commit['subject']}")
+    sys.stdout.write("\n".join(lines) + ("\n" if lines else ""))
+    return 0
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    world = _world(args)
+    world.log  # open (and check) the log before the screen takes over
+    from tui.app import make_app
+
+    make_app(world).run()
+    world.close()
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from backend.demo import build
+    from backend.models import utc_now
+
+    if args.dir is not None:
+        if args.dir.exists():
+            raise AndonError(f"--dir {args.dir}: already exists; give a new directory")
+        root, keep = args.dir, True
+    else:
+        root, keep = Path(tempfile.mkdtemp(prefix="andon-demo-")) / "world", args.no_open
+    try:
+        world_files = build(root, utc_now())
+        if args.no_open:
+            _out(f"demo world in {world_files.root}")
+            _out(f"  andon --repo {world_files.repo} --db {world_files.db}")
+            return 0
+        world = resolve_world(world_files.repo, world_files.db, None)
+        world.log
+        from tui.app import make_app
+
+        make_app(world).run()
+        world.close()
+    finally:
+        if not keep:
+            shutil.rmtree(root.parent, ignore_errors=True)
+    return 0
+
+
+COMMANDS = {
+    None: cmd_dashboard,
+    "dashboard": cmd_dashboard,
+    "demo": cmd_demo,
+    "deploy": cmd_deploy,
+    "record": cmd_record,
+    "import": cmd_import,
+    "status": cmd_status,
+    "log": cmd_log,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except AndonError as error:
+        print(f"andon: error: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # `andon log | head`: the reader went away; that is not an error.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
