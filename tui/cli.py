@@ -6,6 +6,7 @@ Textual is imported only when the dashboard opens, so the CI commands start fast
 from __future__ import annotations
 
 import argparse
+import codecs
 import json
 import os
 import shutil
@@ -103,7 +104,12 @@ def _out(text: str = "") -> None:
 
 
 def _dump(data: Any) -> None:
-    json.dump(data, sys.stdout, ensure_ascii=False, separators=(",", ":"))
+    # Exact JSON whatever stdout can encode: \u escapes where it is not UTF-8.
+    try:
+        utf8 = codecs.lookup(sys.stdout.encoding or "").name == "utf-8"
+    except LookupError:
+        utf8 = False
+    json.dump(data, sys.stdout, ensure_ascii=not utf8, separators=(",", ":"))
     sys.stdout.write("\n")
 
 
@@ -371,6 +377,11 @@ COMMANDS = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Commit text and command output may hold any character: on a stdout that cannot
+    # encode one (a non-UTF-8 locale, PYTHONIOENCODING=ascii) print a stand-in, never crash.
+    reconfigure = getattr(sys.stdout, "reconfigure", None)
+    if reconfigure is not None:
+        reconfigure(errors="replace")
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)

@@ -1,0 +1,41 @@
+"""The dashboard application. :func:`make_app` is the one factory the CLI, the demo and tests use."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from functools import partial
+
+from textual.app import App, SystemCommand
+from textual.screen import Screen
+
+from backend.world import World
+from tui.commands import ACTIONS
+from tui.screens.main import MainScreen
+
+
+class AndonApp(App[None]):
+    CSS_PATH = "app.tcss"
+    TITLE = "andon"
+
+    def __init__(self, world: World, *, poll_interval: float = 0.5) -> None:
+        super().__init__()
+        self.world = world
+        self.poll_interval = poll_interval
+        root = world.history.root
+        self.sub_title = root.name if root else str(world.db_path)
+
+    def on_mount(self) -> None:
+        self.push_screen(MainScreen(self.world, self.poll_interval))
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        if isinstance(screen, MainScreen):
+            for action in ACTIONS:
+                if action.action != "quit":
+                    yield SystemCommand(action.title, action.help, partial(screen.run_action, action.action))
+            for env in screen.envs:
+                yield SystemCommand(f"Show {env}", f"Switch to the {env} environment", partial(screen.switch_to, env))
+
+
+def make_app(world: World, *, poll_interval: float = 0.5) -> AndonApp:
+    return AndonApp(world, poll_interval=poll_interval)

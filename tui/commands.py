@@ -1,0 +1,36 @@
+"""Every dashboard action in one table: the key bindings, the footer and the command palette
+are all built from it (as dolphie does), so the palette always offers every action."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from textual.binding import Binding
+
+
+@dataclass(frozen=True)
+class Action:
+    key: str
+    action: str
+    title: str
+    help: str
+    footer: bool = False
+    key_display: str | None = None
+
+
+ACTIONS: tuple[Action, ...] = (
+    Action("question_mark", "help", "Help", "Show the keys and what each one does", True, "?"),
+    Action("slash", "filter", "Filter", "Filter deploys by sha, status, person or commit text", True, "/"),
+    Action("right_square_bracket", "next_env", "Next environment", "Show the next environment", True, "]"),
+    Action("left_square_bracket", "previous_env", "Previous environment", "Show the previous environment", False, "["),
+    Action("r", "refresh", "Refresh", "Reload deploys and commits now", False),
+    Action("o", "toggle_output", "Output", "Show or hide the selected deploy's output", False),
+    Action("q", "quit", "Quit", "Leave andon", True),
+)
+
+
+def bindings() -> list[Binding]:
+    return [
+        Binding(a.key, a.action, a.title, show=a.footer, key_display=a.key_display, id=a.action)
+        for a in ACTIONS
+    ]

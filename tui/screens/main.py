@@ -1,0 +1,449 @@
+"""The main screen: environment tabs, deploy history, the selected deploy, pending commits.
+
+All git and SQLite work happens in thread workers; results come back as messages
+named in the past tense and are dropped if the user has moved to another
+environment meanwhile. A poller asks SQLite's ``data_version`` twice a second
+whether anyone else wrote to the log, and reloads only then.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.content import Content
+from textual.message import Message
+from textual.reactive import reactive
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, Input, Log, Static, Tab, Tabs
+
+from backend import AndonError
+from backend.history import Range
+from backend.models import Deploy
+from backend.text import short
+from backend.world import World
+from tui.commands import bindings
+from tui.format import age, duration, status_text, when
+from tui.screens.help import HelpScreen
+from tui.widgets.commits import CommitTable
+from tui.widgets.deploys import DeployTable
+
+PAGE = 500  # deploys loaded at a time; more load when the cursor reaches the end
+
+
+@dataclass
+class EnvironmentsLoaded(Message):
+    names: list[str]
+
+
+@dataclass
+class DeploysLoaded(Message):
+    env: str
+    deploys: list[Deploy]
+    total: int
+    live: Deploy | None
+    append: bool = False
+
+
+@dataclass
+class RangesLoaded(Message):
+    env: str
+    ranges: dict[tuple[str | None, str], Range]
+
+
+@dataclass
+class PendingLoaded(Message):
+    env: str
+    pending: Range
+    branch: str | None
+
+
+@dataclass
+class OutputLoaded(Message):
+    deploy: Deploy
+
+
+@dataclass
+class LogChanged(Message):
+    pass
+
+
+@dataclass
+class LoadFailed(Message):
+    reason: str
+
+
+class MainScreen(Screen[None]):
+    BINDINGS = bindings()
+
+    env: reactive[str | None] = reactive(None)
+    filter_text: reactive[str] = reactive("")
+
+    def __init__(self, world: World, poll_interval: float = 0.5) -> None:
+        super().__init__()
+        self.world = world
+        self.poll_interval = poll_interval
+        self.envs: list[str] = []
+        self.deploys: list[Deploy] = []
+        self.total = 0
+        self.live: Deploy | None = None
+        self.ranges: dict[tuple[str | None, str], Range] = {}
+        self.selected: Deploy | None = None
+        self._version: int | None = None
+        self._loading_more = False
+
+    # -- layout ------------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        yield Header(show_clock=False, icon="▲")
+        yield Tabs(id="envs")
+        yield Static(id="problem")
+        with Horizontal(id="body"):
+            with Vertical(id="history"):
+                yield DeployTable(id="deploys")
+                yield Static(id="empty")
+            with Vertical(id="detail"):
+                yield Static(id="summary")
+                yield CommitTable(dates=False, id="commits")
+                yield Log(id="output", highlight=False)
+        yield CommitTable(id="pending")
+        yield Input(placeholder="filter deploys: sha, status, person, commit text — enter to keep, esc to clear",
+                    id="filter")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#history").border_title = "Deploys"
+        self.query_one("#detail").border_title = "Deploy"
+        self.query_one("#pending").border_title = "Pending"
+        self.query_one("#commits").border_title = "Commits"
+        self.query_one("#output").border_title = "Output"
+        self.query_one(DeployTable).focus()
+        self.load_environments(select=None)
+        self.set_interval(self.poll_interval, self.check_for_changes)
+        self.set_interval(60, self.render_deploys)  # ages ("3h") move on with the clock
+
+    @property
+    def colours(self) -> dict[str, str]:
+        return self.app.get_css_variables()
+
+    # -- workers (never on the event loop) ----------------------------------------------
+
+    @work(thread=True, exclusive=True, group="load", exit_on_error=False)
+    def load_environments(self, select: str | None) -> None:
+        try:
+            names = self.world.environments()
+            self._version = self.world.log.data_version()
+        except AndonError as error:
+            self.post_message(LoadFailed(str(error)))
+            return
+        self.post_message(EnvironmentsLoaded(names))
+        env = select if select in names else (names[0] if names else None)
+        if env is not None:
+            self._load_deploys(env, 0, max(PAGE, len(self.deploys)) if select else PAGE)
+
+    @work(thread=True, exclusive=True, group="load", exit_on_error=False)
+    def load_deploys(self, env: str, offset: int = 0, limit: int = PAGE) -> None:
+        self._load_deploys(env, offset, limit)
+
+    def _load_deploys(self, env: str, offset: int, limit: int) -> None:
+        try:
+            deploys = self.world.log.deploys(env, limit=limit, offset=offset)
+            total = self.world.log.count(env)
+            live = self.world.log.live(env)
+        except AndonError as error:
+            self.post_message(LoadFailed(str(error)))
+            return
+        self.post_message(DeploysLoaded(env, deploys, total, live, append=offset > 0))
+        # Commits second: the deploys are on screen before git is asked anything.
+        self.post_message(RangesLoaded(env, self.world.history.ranges([(d.prev_sha, d.sha) for d in deploys])))
+        if offset == 0:
+            branch = self.world.history.branch(self.world.config.branch)
+            pending = self.world.history.pending(branch, live.sha if live else None)
+            self.post_message(PendingLoaded(env, pending, branch))
+
+    @work(thread=True, exclusive=True, group="output", exit_on_error=False)
+    def load_output(self, deploy_id: int) -> None:
+        try:
+            self.post_message(OutputLoaded(self.world.log.get(deploy_id)))
+        except AndonError as error:
+            self.post_message(LoadFailed(str(error)))
+
+    @work(thread=True, exclusive=True, group="poll", exit_on_error=False)
+    def poll(self) -> None:
+        try:
+            version = self.world.log.data_version()
+        except AndonError as error:
+            self.post_message(LoadFailed(str(error)))
+            return
+        if version != self._version:
+            self._version = version
+            self.post_message(LogChanged())
+
+    def check_for_changes(self) -> None:
+        self.poll()
+
+    # -- results --------------------------------------------------------------------------
+
+    def on_environments_loaded(self, message: EnvironmentsLoaded) -> None:
+        if message.names == self.envs:
+            return
+        self.envs = message.names
+        tabs = self.query_one(Tabs)
+        current = self.env
+        tabs.clear()
+        for index, name in enumerate(message.names):
+            tabs.add_tab(Tab(Content(name), id=f"env-{index}"))
+        if not message.names:
+            self._show_empty(None)
+        elif current in message.names:
+            tabs.active = f"env-{message.names.index(current)}"
+
+    def on_deploys_loaded(self, message: DeploysLoaded) -> None:
+        if message.env != self.env and self.env is not None:
+            return
+        if self.env is None:
+            self.set_reactive(MainScreen.env, message.env)
+            self.query_one(Tabs).active = f"env-{self.envs.index(message.env)}" if message.env in self.envs else ""
+        self.total = message.total
+        self.live = message.live
+        self._loading_more = False
+        if message.append:
+            known = {d.id for d in self.deploys}
+            new = [d for d in message.deploys if d.id not in known]
+            self.deploys += new
+            if not self.filter_text:
+                self.query_one(DeployTable).append(new, self.ranges, self.app_clock(), self.colours)
+            else:
+                self.render_deploys()
+        else:
+            self.deploys = message.deploys
+            self.render_deploys()
+        self._update_titles()
+
+    def on_ranges_loaded(self, message: RangesLoaded) -> None:
+        if message.env != self.env:
+            return
+        self.ranges.update(message.ranges)
+        self.query_one(DeployTable).set_counts(self.deploys, self.ranges)
+        if self.filter_text:
+            self.render_deploys()
+        self._show_selected()
+
+    def on_pending_loaded(self, message: PendingLoaded) -> None:
+        if message.env != self.env:
+            return
+        table = self.query_one("#pending", CommitTable)
+        table.show(message.pending)
+        branch = (message.branch or "?").removeprefix("refs/heads/")
+        if message.pending.error:
+            table.border_title = f"Pending: {message.pending.error}"
+        else:
+            count = message.pending.count or 0
+            listed = f" (newest {len(message.pending.commits)} listed)" if message.pending.truncated else ""
+            table.border_title = (
+                f"Pending: {count} commit{'s' if count != 1 else ''} on {branch} not yet live in {message.env}{listed}"
+            )
+
+    def on_output_loaded(self, message: OutputLoaded) -> None:
+        if self.selected is None or message.deploy.id != self.selected.id:
+            return
+        output = self.query_one("#output", Log)
+        output.clear()
+        output.write(message.deploy.output or "(no output recorded)")
+        output.scroll_end(animate=False)
+
+    def on_log_changed(self, _: LogChanged) -> None:
+        self.load_environments(select=self.env)
+
+    def on_load_failed(self, message: LoadFailed) -> None:
+        problem = self.query_one("#problem", Static)
+        problem.update(Content(message.reason))
+        problem.display = True
+
+    # -- rendering ------------------------------------------------------------------------
+
+    def app_clock(self):  # type: ignore[no-untyped-def]
+        return self.world.clock()
+
+    def visible_deploys(self) -> list[Deploy]:
+        needle = self.filter_text.strip().lower()
+        if not needle:
+            return self.deploys
+        return [d for d in self.deploys if needle in self._haystack(d)]
+
+    def _haystack(self, deploy: Deploy) -> str:
+        parts = [f"#{deploy.id}", deploy.sha, deploy.status, deploy.who, deploy.trigger, deploy.reason]
+        found = self.ranges.get((deploy.prev_sha, deploy.sha))
+        if found:
+            parts += [f"{c.sha} {c.author} {c.subject}" for c in found.commits]
+        return " ".join(parts).lower()
+
+    def render_deploys(self) -> None:
+        table = self.query_one(DeployTable)
+        keep = self.selected.id if self.selected else None
+        shown = self.visible_deploys()
+        table.show(shown, self.ranges, self.app_clock(), self.colours, keep)
+        if not self.deploys:
+            self._show_empty(self.env)
+        else:
+            self.remove_class("-empty")
+        self._update_titles()
+
+    def _show_empty(self, env: str | None) -> None:
+        self.add_class("-empty")
+        self.selected = None
+        if env is None:
+            text = ("No environments yet.\n\nConfigure them in andon.toml ([environments.NAME] with a deploy "
+                    "command), or record a deploy:\n\n  andon record --env staging --sha HEAD --status succeeded")
+        else:
+            text = (f"No deploys to {env} yet.\n\nRun one with\n  andon deploy --env {env}\nor record one "
+                    f"that CI ran with\n  andon record --env {env} --sha HEAD --status succeeded\nor import "
+                    "your history with andon import (JSON lines on standard input).")
+        self.query_one("#empty", Static).update(Content(text))
+
+    def _update_titles(self) -> None:
+        history = self.query_one("#history")
+        env = self.env or ""
+        shown = len(self.visible_deploys())
+        loaded = len(self.deploys)
+        title = f"Deploys to {env}" if env else "Deploys"
+        if self.filter_text:
+            title += f" · {shown} match “{self.filter_text}”"
+        history.border_title = title
+        history.border_subtitle = f"{loaded} of {self.total}" if loaded < self.total else f"{self.total}"
+        if self.live:
+            self.sub_title = f"{self.app.sub_title} · {env}: live {self.live.short_sha} since {when(self.live.started_at)}"
+        else:
+            self.sub_title = f"{self.app.sub_title} · {env}: nothing live yet" if env else self.app.sub_title
+
+    def _show_selected(self) -> None:
+        deploy = self.selected
+        summary = self.query_one("#summary", Static)
+        commits = self.query_one("#commits", CommitTable)
+        detail = self.query_one("#detail")
+        if deploy is None:
+            summary.update("")
+            commits.clear()
+            detail.border_title = "Deploy"
+            return
+        detail.border_title = f"Deploy #{deploy.id}"
+        found = self.ranges.get((deploy.prev_sha, deploy.sha))
+        took = duration(deploy.started_at, deploy.finished_at)
+        lines = [
+            Content.assemble(
+                (deploy.short_sha, "bold"), " → ", (deploy.env, "bold"), "  ",
+                Content.from_rich_text(status_text(deploy.status, deploy.trigger, self.colours)),
+                f"  exit {deploy.exit_code}" if deploy.exit_code is not None else "",
+            ),
+            Content.assemble(
+                "by ", (deploy.who or "unknown", "bold"), f" · {deploy.trigger} · {when(deploy.started_at)} UTC",
+                f" ({age(deploy.started_at, self.app_clock())} ago)",
+            ),
+            Content(
+                (f"previous: {short(deploy.prev_sha)}" if deploy.prev_sha else "previous: none (first deploy here)")
+                + (f" · took {took}" if deploy.finished_at and deploy.finished_at != deploy.started_at else "")
+            ),
+        ]
+        if deploy.reverts:
+            lines.append(Content(f"rolls back deploy #{deploy.reverts}"))
+        if deploy.reason:
+            lines.append(Content.assemble("reason: ", Content(deploy.reason)))
+        summary.update(Content("\n").join(lines))
+        commits.show(found)
+        if found is None:
+            commits.border_title = "Commits: loading…"
+        elif found.error:
+            commits.border_title = found.error
+        elif found.first:
+            commits.border_title = "Commits: first deploy here, only its own commit is shown"
+        else:
+            count = found.count or 0
+            commits.border_title = f"Commits shipped: {count}" if count else "Commits shipped: none (a rollback or a redeploy)"
+
+    # -- events ---------------------------------------------------------------------------
+
+    @on(Tabs.TabActivated, "#envs")
+    def _tab_activated(self, event: Tabs.TabActivated) -> None:
+        index = int(event.tab.id.removeprefix("env-")) if event.tab and event.tab.id else -1
+        if 0 <= index < len(self.envs) and self.envs[index] != self.env:
+            self.env = self.envs[index]
+
+    def watch_env(self, env: str | None) -> None:
+        if env is None:
+            return
+        self.deploys = []
+        self.selected = None
+        self.ranges = {}
+        self.query_one(DeployTable).clear()
+        self.query_one("#pending", CommitTable).clear()
+        self.query_one("#output", Log).clear()
+        self._show_selected()
+        self.load_deploys(env)
+
+    @on(DataTable.RowHighlighted, "#deploys")
+    def _deploy_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        key = event.row_key.value
+        deploy = next((d for d in self.deploys if str(d.id) == key), None)
+        if deploy is None:
+            return
+        if self.selected is None or deploy.id != self.selected.id:
+            self.selected = deploy
+            self.query_one("#output", Log).clear()
+            self.load_output(deploy.id)
+        else:
+            self.selected = deploy
+        self._show_selected()
+        table = self.query_one(DeployTable)
+        near_end = event.cursor_row >= table.row_count - 5
+        if near_end and len(self.deploys) < self.total and not self._loading_more and self.env:
+            self._loading_more = True
+            self.load_deploys(self.env, len(self.deploys), PAGE)
+
+    def watch_filter_text(self, _: str) -> None:
+        if self.is_mounted:
+            self.render_deploys()
+
+    @on(Input.Changed, "#filter")
+    def _filter_changed(self, event: Input.Changed) -> None:
+        self.filter_text = event.value
+
+    @on(Input.Submitted, "#filter")
+    def _filter_submitted(self, _: Input.Submitted) -> None:
+        self.query_one(DeployTable).focus()
+
+    def on_key(self, event) -> None:  # type: ignore[no-untyped-def]
+        filter_input = self.query_one("#filter", Input)
+        if event.key == "escape" and (filter_input.has_focus or self.filter_text):
+            event.stop()
+            filter_input.value = ""
+            self.filter_text = ""
+            self.remove_class("-filtering")
+            self.query_one(DeployTable).focus()
+
+    # -- actions ---------------------------------------------------------------------------
+
+    def action_help(self) -> None:
+        self.app.push_screen(HelpScreen())
+
+    def action_filter(self) -> None:
+        self.add_class("-filtering")
+        self.query_one("#filter", Input).focus()
+
+    def action_next_env(self) -> None:
+        self.query_one(Tabs).action_next_tab()
+
+    def action_previous_env(self) -> None:
+        self.query_one(Tabs).action_previous_tab()
+
+    def action_refresh(self) -> None:
+        self.load_environments(select=self.env)
+
+    def action_toggle_output(self) -> None:
+        self.toggle_class("-no-output")
+
+    def switch_to(self, env: str) -> None:
+        if env in self.envs:
+            self.query_one(Tabs).active = f"env-{self.envs.index(env)}"
