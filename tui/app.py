@@ -31,7 +31,7 @@ class AndonApp(App[None]):
         yield from super().get_system_commands(screen)
         if isinstance(screen, MainScreen):
             for action in ACTIONS:
-                if action.action != "quit":
+                if not action.action.startswith("app."):  # the app's own commands cover quitting
                     yield SystemCommand(action.title, action.help, partial(screen.run_action, action.action))
             for env in screen.envs:
                 yield SystemCommand(f"Show {env}", f"Switch to the {env} environment", partial(screen.switch_to, env))

@@ -25,12 +25,12 @@ ACTIONS: tuple[Action, ...] = (
     Action("left_square_bracket", "previous_env", "Previous environment", "Show the previous environment", False, "["),
     Action("r", "refresh", "Refresh", "Reload deploys and commits now", False),
     Action("o", "toggle_output", "Output", "Show or hide the selected deploy's output", False),
-    Action("q", "quit", "Quit", "Leave andon", True),
+    Action("q", "app.quit", "Quit", "Leave andon", True),
 )
 
 
 def bindings() -> list[Binding]:
     return [
-        Binding(a.key, a.action, a.title, show=a.footer, key_display=a.key_display, id=a.action)
+        Binding(a.key, a.action, a.title, show=a.footer, key_display=a.key_display, id=a.action.split(".")[-1])
         for a in ACTIONS
     ]

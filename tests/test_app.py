@@ -1,0 +1,249 @@
+"""Pilot tests: the dashboard on real repositories and real deploy logs, driven by keys."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from textual.widgets import Log, Static
+
+from backend.store import DeployLog
+from backend.world import World, resolve_world
+from tests.conftest import Repo
+from tui.app import make_app
+from tui.commands import ACTIONS
+from tui.screens.help import HelpScreen
+from tui.screens.main import PAGE, MainScreen
+from tui.screenshots import settle
+from tui.widgets.commits import CommitTable
+from tui.widgets.deploys import DeployTable
+
+NOW = datetime(2026, 11, 20, 15, 0, tzinfo=timezone.utc)
+
+
+def world_for(repo: Path, db: Path) -> World:
+    return resolve_world(repo, db, None, clock=lambda: NOW)
+
+
+@pytest.fixture
+def history(repo: Repo, tmp_path: Path) -> tuple[Repo, Path, list[str]]:
+    """Six commits; staging got commits 2 and 5, production got commit 2."""
+    shas = [repo.commit(f"change {n}", author=f"Author {n % 2}") for n in range(6)]
+    db = tmp_path / "deploys.db"
+    log = DeployLog.open(db)
+    log.record("staging", shas[1], "succeeded", who="ci", at=NOW - timedelta(hours=5))
+    log.record("staging", shas[4], "succeeded", who="ci", at=NOW - timedelta(hours=2))
+    log.record("production", shas[1], "succeeded", who="alice", at=NOW - timedelta(hours=4))
+    log.close()
+    return repo, db, shas
+
+
+def rows(app) -> list[str]:  # type: ignore[no-untyped-def]
+    table = app.screen.query_one(DeployTable)
+    return [str(table.get_row_at(i)[2]) for i in range(table.row_count)]
+
+
+def commit_subjects(table: CommitTable) -> list[str]:
+    return [str(table.get_row_at(i)[-1]) for i in range(table.row_count)]
+
+
+async def test_opens_on_the_first_environment_with_its_deploys(history) -> None:
+    repo, db, shas = history
+    app = make_app(world_for(repo.path, db))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        screen = app.screen
+        assert isinstance(screen, MainScreen)
+        assert screen.envs == ["production", "staging"]
+        assert screen.env == "production"
+        assert rows(app) == [shas[1][:7]]
+
+
+async def test_bracket_switches_environment_and_shows_release_range(history) -> None:
+    repo, db, shas = history
+    app = make_app(world_for(repo.path, db))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        await pilot.press("right_square_bracket")
+        await settle(pilot)
+        assert app.screen.env == "staging"
+        assert rows(app) == [shas[4][:7], shas[1][:7]]
+        # The newest staging deploy shipped commits 3, 4 and 5 (shas[2..4]).
+        commits = app.screen.query_one("#commits", CommitTable)
+        assert commit_subjects(commits) == ["change 4", "change 3", "change 2"]
+        assert "Commits shipped: 3" in str(commits.border_title)
+        # The pending list: commit 6 is on main but not live in staging.
+        pending = app.screen.query_one("#pending", CommitTable)
+        assert commit_subjects(pending) == ["change 5"]
+
+
+async def test_moving_the_cursor_shows_that_deploys_commits_and_output(repo: Repo, tmp_path: Path) -> None:
+    shas = [repo.commit(f"c{n}") for n in range(3)]
+    log = DeployLog.open(tmp_path / "d.db")
+    first = log.record("prod", shas[0], "succeeded", who="ci", at=NOW - timedelta(hours=3), output="first output\n")
+    log.record("prod", shas[2], "failed", who="ci", at=NOW - timedelta(hours=1), output="boom\n")
+    log.close()
+    app = make_app(world_for(repo.path, tmp_path / "d.db"))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        assert "boom" in "\n".join(app.screen.query_one("#output", Log).lines)
+        await pilot.press("down")
+        await settle(pilot)
+        assert app.screen.selected.id == first.id
+        assert commit_subjects(app.screen.query_one("#commits", CommitTable)) == ["c0"]
+        assert "first deploy here" in str(app.screen.query_one("#commits", CommitTable).border_title)
+        assert "first output" in "\n".join(app.screen.query_one("#output", Log).lines)
+
+
+async def test_a_deploy_written_by_another_process_appears_without_a_key_press(history) -> None:
+    repo, db, shas = history
+    app = make_app(world_for(repo.path, db), poll_interval=0.05)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        assert rows(app) == [shas[1][:7]]
+        other = DeployLog.open(db)  # another writer, as CI would be
+        other.record("production", shas[5], "succeeded", who="ci", at=NOW)
+        other.close()
+        for _ in range(100):  # the poller runs every 0.05 s; give it up to ~5 s on a busy machine
+            await pilot.pause(0.05)
+            await settle(pilot)
+            if len(rows(app)) == 2:
+                break
+        assert rows(app) == [shas[5][:7], shas[1][:7]]
+
+
+async def test_filter_narrows_the_history_and_escape_restores_it(history) -> None:
+    repo, db, shas = history
+    app = make_app(world_for(repo.path, db))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        await pilot.press("right_square_bracket")
+        await settle(pilot)
+        await pilot.press("slash")
+        await pilot.press(*"change 3")  # a commit subject shipped only by the newest staging deploy
+        await settle(pilot)
+        assert rows(app) == [shas[4][:7]]
+        await pilot.press("escape")
+        await settle(pilot)
+        assert rows(app) == [shas[4][:7], shas[1][:7]]
+        assert app.screen.filter_text == ""
+
+
+async def test_untrusted_commit_text_and_names_show_literally(repo: Repo, tmp_path: Path) -> None:
+    nasty = ["fix [/] parsing", "[bold red]hello", "[link=https://evil.example]click[/link]"]
+    shas = [repo.commit(subject) for subject in nasty]
+    message = tmp_path / "msg"
+    message.write_bytes(b"red \x1b[31malert\x1b[0m and bad \xff byte")
+    repo.git("commit", "--allow-empty", "-q", "-F", str(message))
+    shas.append(repo.head())
+    log = DeployLog.open(tmp_path / "d.db")
+    log.record("prod", shas[0], "succeeded", who="ci", at=NOW - timedelta(hours=2))
+    log.record("prod", shas[-1], "succeeded", who="[b]mallory[/b] \x1b]0;pwned\x07", at=NOW)
+    log.close()
+    app = make_app(world_for(repo.path, tmp_path / "d.db"))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        subjects = commit_subjects(app.screen.query_one("#commits", CommitTable))
+        assert subjects[1:] == ["[link=https://evil.example]click[/link]", "[bold red]hello"]
+        # git re-encodes a non-UTF-8 message as it sees fit; what matters is no escape and no crash
+        assert subjects[0].startswith("red alert and bad ") and "\x1b" not in subjects[0]
+        who = str(app.screen.query_one(DeployTable).get_row_at(0)[4])
+        assert who == "[b]mallory[/b] "
+        summary = str(app.screen.query_one("#summary", Static).render())
+        assert "[b]mallory[/b]" in summary and "\x1b" not in summary
+
+
+async def test_a_sha_missing_from_the_clone_is_explained_not_fatal(repo: Repo, tmp_path: Path) -> None:
+    repo.commit("real")
+    gone = "0123456789abcdef0123456789abcdef01234567"
+    log = DeployLog.open(tmp_path / "d.db")
+    log.record("prod", repo.head(), "succeeded", who="ci", at=NOW - timedelta(hours=2))
+    log.record("prod", gone, "succeeded", who="ci", at=NOW)
+    log.close()
+    app = make_app(world_for(repo.path, tmp_path / "d.db"))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        commits = app.screen.query_one("#commits", CommitTable)
+        assert commits.border_title == "commits unavailable: 0123456 is not in this clone"
+        assert str(app.screen.query_one(DeployTable).get_row_at(0)[5]) == "n/a"
+
+
+async def test_help_opens_and_escape_closes_it(history) -> None:
+    repo, db, _ = history
+    app = make_app(world_for(repo.path, db))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        await pilot.press("question_mark")
+        await pilot.pause()
+        assert isinstance(app.screen, HelpScreen)
+        await pilot.press("escape")
+        await pilot.pause()
+        assert isinstance(app.screen, MainScreen)
+
+
+async def test_command_palette_offers_every_action(history) -> None:
+    repo, db, _ = history
+    app = make_app(world_for(repo.path, db))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        titles = {command.title for command in app.get_system_commands(app.screen)}
+        assert {a.title for a in ACTIONS if a.action != "quit"} <= titles
+        assert {"Show production", "Show staging", "Quit"} <= titles
+        await pilot.press("ctrl+p")
+        await pilot.pause()
+        assert type(app.screen).__name__ == "CommandPalette"
+
+
+async def test_q_quits(history) -> None:
+    repo, db, _ = history
+    app = make_app(world_for(repo.path, db))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        await pilot.press("q")
+        await pilot.pause()
+        assert not app.is_running
+
+
+async def test_empty_log_shows_how_to_start(repo: Repo, tmp_path: Path) -> None:
+    repo.commit("only")
+    (repo.path / "andon.toml").write_text('[environments.staging]\ndeploy = ["true"]\n')
+    app = make_app(world_for(repo.path, tmp_path / "new.db"))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        assert app.screen.has_class("-empty")
+        text = str(app.screen.query_one("#empty", Static).render())
+        assert "No deploys to staging yet" in text
+        assert "andon record --env staging" in text
+
+
+async def test_big_history_loads_a_page_then_more_at_the_end(repo: Repo, tmp_path: Path) -> None:
+    sha = repo.commit("one")
+    log = DeployLog.open(tmp_path / "d.db")
+    rows_in = [{"env": "prod", "sha": sha, "status": "succeeded", "who": "ci",
+                "at": (NOW - timedelta(minutes=n)).strftime("%Y-%m-%dT%H:%M:%S.000000Z")}
+               for n in range(PAGE + 200)]
+    log.import_many(rows_in, who="test")
+    log.close()
+    app = make_app(world_for(repo.path, tmp_path / "d.db"))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        table = app.screen.query_one(DeployTable)
+        assert table.row_count == PAGE
+        await pilot.press("ctrl+end")
+        await settle(pilot)
+        assert table.row_count == PAGE + 200
+
+
+async def test_no_repository_still_shows_the_log(tmp_path: Path) -> None:
+    plain = tmp_path / "not-a-repo"
+    plain.mkdir()
+    log = DeployLog.open(tmp_path / "d.db")
+    log.record("prod", "a" * 40, "succeeded", who="ci", at=NOW)
+    log.close()
+    world = resolve_world(None, tmp_path / "d.db", None, clock=lambda: NOW)
+    app = make_app(world)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        assert rows(app) == ["aaaaaaa"]
+        assert "not in a git repository" in str(app.screen.query_one("#commits", CommitTable).border_title)

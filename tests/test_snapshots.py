@@ -1,0 +1,30 @@
+"""Snapshot tests of the main screens on the demo world with a fixed clock.
+
+The scenes are the ones ``make screenshots`` captures (tui/screenshots.py). When a
+screen changes on purpose, update with ``pytest --snapshot-update`` and look at
+every changed SVG before committing it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tui.app import make_app
+from tui.screenshots import SCENES, SIZE, demo_world, empty_world
+
+
+def test_main_screen(snap_compare, tmp_path: Path) -> None:
+    assert snap_compare(make_app(demo_world(tmp_path / "w")), terminal_size=SIZE, run_before=SCENES["main"])
+
+
+def test_deploy_detail_of_a_rollback(snap_compare, tmp_path: Path) -> None:
+    assert snap_compare(make_app(demo_world(tmp_path / "w")), terminal_size=SIZE,
+                        run_before=SCENES["deploy-detail"])
+
+
+def test_help_screen(snap_compare, tmp_path: Path) -> None:
+    assert snap_compare(make_app(demo_world(tmp_path / "w")), terminal_size=SIZE, run_before=SCENES["help"])
+
+
+def test_empty_state_no_deploys_yet(snap_compare, tmp_path: Path) -> None:
+    assert snap_compare(make_app(empty_world(tmp_path / "w")), terminal_size=SIZE, run_before=SCENES["main"])
