@@ -7,6 +7,7 @@ number of seconds, not "ten"``.
 
 from __future__ import annotations
 
+import math
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -14,9 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from backend import AndonError
+from backend.text import clean_line
 
 DEFAULT_TIMEOUT = 1800.0
-ENV_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+# \Z, not $: "$" also matches before a trailing newline, letting "prod\n" through.
+ENV_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}\Z")
 
 
 class ConfigError(AndonError):
@@ -47,11 +50,30 @@ _TOP_KEYS = {"branch", "db", "environments"}
 _ENV_KEYS = {"deploy", "rollback", "timeout"}
 
 
+def _header(line: str) -> str | None:
+    """The dotted name of a ``[table]`` header line (quotes and spaces dropped), else None."""
+    match = re.match(r"^\s*\[([^\[\]]+)\]\s*(#.*)?$", line)
+    return re.sub(r"[\s\"']", "", match.group(1)) if match else None
+
+
 def _line_of(text: str, key: str) -> int | None:
-    """Best-effort line number of ``key`` in a TOML text (tomllib gives none)."""
-    last = key.rsplit(".", 1)[-1]
+    """Best-effort line number of the dotted ``key`` in a TOML text (tomllib gives none)."""
+    lines = text.splitlines()
+    parent, _, last = key.rpartition(".")
+    # Look inside the key's own table first: two environments may both set
+    # ``timeout`` and the message must point at the one that is wrong.
+    assign = re.compile(rf"^\s*[\"']?{re.escape(last)}[\"']?\s*=")
+    if parent:
+        for number, line in enumerate(lines):
+            if _header(line) == parent:
+                for inner_number, inner in enumerate(lines[number + 1:], number + 2):
+                    if inner.lstrip().startswith("["):
+                        break
+                    if assign.search(inner):
+                        return inner_number
+                break
     pattern = re.compile(rf"^\s*(\[[^\]]*\b{re.escape(last)}\b[^\]]*\]|\"?{re.escape(last)}\"?\s*=)")
-    for number, line in enumerate(text.splitlines(), 1):
+    for number, line in enumerate(lines, 1):
         if pattern.search(line):
             return number
     return None
@@ -77,7 +99,8 @@ def check_environment_name(name: str) -> str:
 
 def parse(data: dict[str, Any], path: Path, text: str, prefix: str = "") -> Config:
     def fail(key: str, message: str) -> ConfigError:
-        return ConfigError(f"{_where(path, text, key)}: {prefix}{key} {message}")
+        # A quoted TOML key may hold a newline or an escape sequence: keep the message one line.
+        return ConfigError(clean_line(f"{_where(path, text, prefix + key)}: {prefix}{key} {message}"))
 
     for key in data:
         if key not in _TOP_KEYS:
@@ -95,7 +118,7 @@ def parse(data: dict[str, Any], path: Path, text: str, prefix: str = "") -> Conf
     for name, raw in raw_envs.items():
         key = f"environments.{name}"
         if not ENV_NAME.match(name):
-            raise fail(key, "is not a valid environment name (letters, digits, '.', '_', '-')")
+            raise fail(key, f"is not a valid environment name: {name!r} (letters, digits, '.', '_', '-')")
         if not isinstance(raw, dict):
             raise fail(key, "must be a table with deploy, rollback and timeout")
         for sub in raw:
@@ -119,7 +142,9 @@ def parse(data: dict[str, Any], path: Path, text: str, prefix: str = "") -> Conf
                 )
             actions[action] = tuple(value)
         timeout = raw.get("timeout", DEFAULT_TIMEOUT)
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+        # TOML has nan and inf: nan <= 0 is False, so check finiteness explicitly.
+        if (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+                or not math.isfinite(timeout) or timeout <= 0):
             raise fail(f"{key}.timeout", f"must be a positive number of seconds, not {_describe(timeout)}")
         environments[name] = Environment(
             name, actions["deploy"], actions["rollback"], float(timeout)

@@ -25,7 +25,7 @@ from backend import AndonError
 from backend.models import Commit
 from backend.text import clean_line, decode, short
 
-FULL_SHA = re.compile(r"^[0-9a-f]{40}$")
+FULL_SHA = re.compile(r"^[0-9a-f]{40}\Z")  # \Z: "$" would accept a trailing newline
 PENDING_LIMIT = 1000
 _FORMAT = "--format=%H%x00%P%x00%an%x00%aI%x00%s"
 # Keep git's output plain and predictable whatever the user's configuration says.
@@ -127,7 +127,7 @@ class History:
         done = self._run("cat-file", "--batch-check=%(objectname) %(objecttype)", stdin=lines)
         answers = decode(done.stdout).splitlines() if done.returncode == 0 else []
         result: dict[str, str | None] = {r: None for r in unique}
-        for revision, answer in zip(safe, answers):
+        for revision, answer in zip(safe, answers, strict=False):
             parts = answer.split()
             if len(parts) == 2 and parts[1] == "commit" and FULL_SHA.match(parts[0]):
                 result[revision] = parts[0]

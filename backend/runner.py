@@ -81,7 +81,8 @@ def substitute(argv: Sequence[str], values: Mapping[str, str]) -> list[str]:
 
 
 class Runner:
-    """Runs one command at a time. ``stop(reason)`` may be called from a signal handler."""
+    """Runs one command. ``stop(reason)`` may be called from a signal handler at any time:
+    before the command starts (it then never starts), while it runs, or after."""
 
     def __init__(self) -> None:
         self._process: subprocess.Popen[bytes] | None = None
@@ -99,6 +100,8 @@ class Runner:
     ) -> RunResult:
         if not argv:
             raise RunError("no command to run")
+        if self._stopped:  # stopped (Ctrl-C, SIGTERM) before it could start
+            return RunResult(self._exit_code(None), "", self._stopped)
         try:
             process = subprocess.Popen(
                 list(argv),
@@ -116,8 +119,22 @@ class Runner:
         except OSError as error:
             raise RunError(f"cannot run {argv[0]!r}: {error.strerror}") from None
         self._process = process
-        self._stopped = None
+        if self._stopped:  # a stop that came while the process was being created
+            self._kill_group(process.pid, signal.SIGTERM)
         kept = BoundedOutput(output_limit)
+        forward = on_output
+
+        def show(text: str) -> None:
+            # A failing display must not stop the draining: an undrained pipe
+            # blocks the command until the timeout. Stop forwarding, keep reading.
+            nonlocal forward
+            if forward is None or not text:
+                return
+            try:
+                forward(text)
+            except Exception as error:
+                forward = None
+                kept.add(f"\n[andon: output display failed: {clean(str(error))}]\n")
 
         def drain() -> None:
             assert process.stdout is not None
@@ -143,13 +160,11 @@ class Runner:
                 pending = data[cut:]
                 text = clean(decode(data[:cut]))
                 kept.add(text)
-                if on_output and text:
-                    on_output(text)
+                show(text)
             if pending:
                 text = clean(decode(pending))
                 kept.add(text)
-                if on_output:
-                    on_output(text)
+                show(text)
             reader.close()
 
         thread = threading.Thread(target=drain, name="andon-output", daemon=True)
@@ -171,21 +186,25 @@ class Runner:
         # for ever: read what comes soon after the command ends, then move on.
         thread.join(timeout=DRAIN_AFTER_EXIT)
         self._process = None
-        code = process.returncode
+        return RunResult(self._exit_code(process.returncode), kept.text(), self._stopped)
+
+    def _exit_code(self, code: int | None) -> int:
         if self._stopped == "timeout":
-            code = TIMEOUT_EXIT
-        elif self._stopped in ("SIGINT", "SIGTERM"):
-            code = 128 + int(getattr(signal, self._stopped))
-        elif code < 0:
-            code = 128 - code
-        return RunResult(code, kept.text(), self._stopped)
+            return TIMEOUT_EXIT
+        if self._stopped in ("SIGINT", "SIGTERM"):
+            return 128 + int(getattr(signal, self._stopped))
+        if code is None:
+            return 1
+        return 128 - code if code < 0 else code
 
     def stop(self, reason: str) -> None:
         """Stop the running command's whole process group: SIGTERM, then SIGKILL after a grace."""
-        process = self._process
-        if process is None or self._stopped:
+        if self._stopped:
             return
         self._stopped = reason
+        process = self._process
+        if process is None:
+            return
         self._kill_group(process.pid, signal.SIGTERM)
 
         def escalate() -> None:

@@ -30,7 +30,6 @@ from typing import Any, TypeVar
 from sqlite_utils import Database
 
 from backend import AndonError
-from backend.text import clean, clean_line
 from backend.models import (
     FINAL_STATUSES,
     INTERRUPTED,
@@ -41,6 +40,7 @@ from backend.models import (
     to_iso,
     utc_now,
 )
+from backend.text import clean, clean_line
 
 BUSY_TIMEOUT = 10.0
 SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -204,24 +204,35 @@ class DeployLog:
         return log
 
     def _prepare(self) -> None:
-        version = self._conn.execute("PRAGMA user_version").fetchone()[0]
+        # Read the version and the tables in one read transaction: another andon
+        # creating the log between two separate reads would make a brand-new log
+        # look like a foreign file (version 0 with tables).
+        with self._lock:
+            self._conn.execute("BEGIN")
+            try:
+                version = self._conn.execute("PRAGMA user_version").fetchone()[0]
+                tables = {
+                    row[0]
+                    for row in self._conn.execute(
+                        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+                    )
+                }
+            finally:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
         if version > SCHEMA_VERSION:
             raise StoreError(
                 f"deploy log {self.path}: written by a newer andon (schema {version}, "
                 f"this andon knows up to {SCHEMA_VERSION}); upgrade andon. The file was left untouched"
             )
-        tables = {
-            row[0]
-            for row in self._conn.execute(
-                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
-            )
-        }
-        if version == 0 and tables:
+        # Version 0 with tables, or a version without our tables: another program's
+        # file (user_version is free for any application to use). Never touch it.
+        if (version == 0 and tables) or (version > 0 and not {"deploys", "events"} <= tables):
             raise StoreError(
                 f"deploy log {self.path}: this SQLite file is not an andon deploy log "
-                f"(it holds {', '.join(sorted(tables)[:3])}); it was left untouched"
+                f"(it holds {', '.join(sorted(tables)[:3]) or 'no tables'}); it was left untouched"
             )
-        if version == 0 or not {"deploys", "events"} <= tables or version < SCHEMA_VERSION:
+        if version < SCHEMA_VERSION:
             self._migrate()
         mode = self._conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
         if mode.lower() != "wal":

@@ -17,7 +17,7 @@ _ESCAPES = re.compile(
     \x1b\[[0-?]*[ -/]*[@-~]          # CSI ... final byte
     | \x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?  # OSC ... BEL or ST
     | \x1b[PX^_][^\x1b]*(?:\x1b\\)?  # DCS / SOS / PM / APC ... ST
-    | \x1b[@-_]?                     # any other ESC (+ one byte)
+    | \x1b[ -/]*[0-~]?               # any other ESC: ESC ( B (tput sgr0), ESC c, ESC 7 ...
     | \x9b[0-?]*[ -/]*[@-~]          # 8-bit CSI
     """,
     re.VERBOSE,

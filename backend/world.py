@@ -36,6 +36,10 @@ class World:
             self._log = DeployLog.open(self.db_path, clock=self.clock, create_parent=default)
         return self._log
 
+    def open(self) -> DeployLog:
+        """Open (and so check) the deploy log now rather than on first use."""
+        return self.log
+
     def who(self) -> str:
         return who(self.history.user_name)
 
@@ -67,9 +71,9 @@ def resolve_world(
     start = repo or Path.cwd()
     try:
         history = History.discover(start)
-    except GitError:
+    except GitError as error:
         if repo is not None:
-            raise
+            raise GitError(f"--repo {repo}: {error}".replace(" (use --repo)", "")) from None
         history = History(None)  # no repository: still fine with --db, commits unavailable
     settings = load(history.root, config)
     env_db = os.environ.get("ANDON_DB", "").strip()

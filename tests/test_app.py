@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -19,7 +19,7 @@ from tui.screenshots import settle
 from tui.widgets.commits import CommitTable
 from tui.widgets.deploys import DeployTable
 
-NOW = datetime(2026, 11, 20, 15, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 20, 15, 0, tzinfo=UTC)
 
 
 def world_for(repo: Path, db: Path) -> World:
@@ -235,9 +235,10 @@ async def test_big_history_loads_a_page_then_more_at_the_end(repo: Repo, tmp_pat
         assert table.row_count == PAGE + 200
 
 
-async def test_no_repository_still_shows_the_log(tmp_path: Path) -> None:
+async def test_no_repository_still_shows_the_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     plain = tmp_path / "not-a-repo"
     plain.mkdir()
+    monkeypatch.chdir(plain)
     log = DeployLog.open(tmp_path / "d.db")
     log.record("prod", "a" * 40, "succeeded", who="ci", at=NOW)
     log.close()

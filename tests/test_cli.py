@@ -913,3 +913,18 @@ def test_andon_db_names_the_deploy_log_and_db_option_wins(repo: Repo, tmp_path: 
     ok("record", "--db", option, "--env", "staging", "--sha", head, "--status", "failed", cwd=repo.path, env=env)
     assert [e["env"] for e in deploys(repo.path, "--db", option, env=env)] == ["staging"]
     assert [e["env"] for e in deploys(repo.path, env=env)] == ["production"]
+
+
+def test_import_accepts_a_byte_order_mark(repo: Repo) -> None:
+    sha = repo.commit("one")
+    line = json.dumps({"environment": "prod", "sha": sha, "status": "succeeded",
+                       "time": "2026-01-02T03:04:05Z", "who": "ci"})
+    result = ok("import", cwd=repo.path, stdin=("\ufeff" + line + "\n").encode())
+    assert result.out.strip() == "imported 1 deploys"
+
+
+def test_repo_option_naming_a_plain_directory_says_so(tmp_path: Path) -> None:
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    line = fails("status", "--repo", plain, cwd=tmp_path)
+    assert line == f"andon: error: --repo {plain}: {plain} is not inside a git repository"

@@ -186,7 +186,7 @@ def _resolve_recorded(world: World, revision: str) -> str:
 def cmd_import(args: argparse.Namespace) -> int:
     rows: list[dict[str, Any]] = []
     for number, raw in enumerate(sys.stdin.buffer, 1):
-        line = raw.decode("utf-8", errors="replace").strip()
+        line = raw.decode("utf-8", errors="replace").strip().lstrip("\ufeff")  # a BOM is not an error
         if not line:
             continue
         try:
@@ -283,7 +283,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         if latest and (not live or latest["id"] != live["id"]):
             _out(f"  latest   {short(latest['sha'])}  {latest['status']} {_when(latest['started_at'])} by {latest['who']} (#{latest['id']})")
         if env["pending_error"]:
-            _out(f"  pending  {env['pending_error']}")
+            _out(f"  pending  {env['pending_error'].removeprefix('pending commits ')}")
         else:
             _out(f"  pending  {env['pending_count']} commits on {env['branch']}")
             for commit in env["pending"][:5]:
@@ -328,7 +328,7 @@ def cmd_log(args: argparse.Namespace) -> int:
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
     world = _world(args)
-    world.log  # open (and check) the log before the screen takes over
+    world.open()  # check the log before the screen takes over
     from tui.app import make_app
 
     make_app(world).run()
@@ -353,7 +353,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             _out(f"  andon --repo {world_files.repo} --db {world_files.db}")
             return 0
         world = resolve_world(world_files.repo, world_files.db, None)
-        world.log
+        world.open()
         from tui.app import make_app
 
         make_app(world).run()

@@ -10,7 +10,7 @@ import asyncio
 import sys
 import tempfile
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from textual.pilot import Pilot
@@ -19,7 +19,7 @@ from textual.worker import WorkerCancelled
 from backend.demo import build
 from backend.world import World, resolve_world
 
-DEMO_NOW = datetime(2026, 11, 20, 15, 0, tzinfo=timezone.utc)
+DEMO_NOW = datetime(2026, 11, 20, 15, 0, tzinfo=UTC)
 SIZE = (120, 40)
 
 

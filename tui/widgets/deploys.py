@@ -30,7 +30,7 @@ class DeployTable(DataTable[Text]):
         """Replace the rows, keeping the cursor on deploy ``keep`` when it is still shown."""
         self.clear()
         rows = [self._cells(d, ranges.get((d.prev_sha, d.sha)), now, colours) for d in deploys]
-        for deploy, cells in zip(deploys, rows):
+        for deploy, cells in zip(deploys, rows, strict=False):
             self.add_row(*cells, key=str(deploy.id))
         if keep is not None:
             try:
