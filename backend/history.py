@@ -13,6 +13,7 @@ says so in one line, and the caller shows it.
 from __future__ import annotations
 
 import heapq
+import json
 import os
 import re
 import subprocess
@@ -20,6 +21,7 @@ import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from backend import AndonError
 from backend.models import Commit
@@ -27,6 +29,11 @@ from backend.text import clean_line, decode, short
 
 FULL_SHA = re.compile(r"^[0-9a-f]{40}\Z")  # \Z: "$" would accept a trailing newline
 PENDING_LIMIT = 1000
+# Ranges are computed in chunks of deploys close together in time, each bounded below
+# by a common ancestor; past WHOLE_HISTORY_PAIRS ranges, one log of everything is cheaper.
+CHUNK_PAIRS = 32
+WHOLE_HISTORY_PAIRS = 1000
+_UNSAFE = re.compile(r"[\x01-\x1f\x7f-\x9f]")
 _FORMAT = "--format=%H%x00%P%x00%an%x00%aI%x00%s"
 # Keep git's output plain and predictable whatever the user's configuration says.
 _GIT = ("git", "-c", "log.showSignature=false", "-c", "color.ui=never", "-c", "core.quotePath=off")
@@ -36,18 +43,63 @@ class GitError(AndonError):
     pass
 
 
-@dataclass(frozen=True)
 class Range:
-    """The commits a deploy shipped (newest first), or why they cannot be shown."""
+    """The commits a deploy shipped (newest first), or why they cannot be shown.
 
-    commits: tuple[Commit, ...] = ()
-    error: str | None = None
-    first: bool = False  # no previous deploy: only the deployed commit itself
-    truncated: int = 0  # commits beyond a limit that are not listed
+    A range read back from the cache keeps its commits as JSON text and parses them
+    only when asked, so `andon log --json` can pass them through untouched.
+    """
+
+    __slots__ = ("_commits", "_json", "_size", "error", "first", "truncated")
+
+    def __init__(self, commits: Sequence[Commit] = (), error: str | None = None, first: bool = False,
+                 truncated: int = 0, *, commits_json: str | None = None, size: int | None = None) -> None:
+        self._commits: tuple[Commit, ...] | None = None if commits_json is not None else tuple(commits)
+        self._json = commits_json
+        self._size = size if size is not None else (None if self._commits is None else len(self._commits))
+        self.error = error
+        self.first = first
+        self.truncated = truncated
+
+    @property
+    def commits(self) -> tuple[Commit, ...]:
+        if self._commits is None:
+            self._commits = tuple(Commit(**item) for item in json.loads(self._json or "[]"))
+        return self._commits
+
+    def commits_json(self) -> str:
+        """The commits as a JSON array (what `andon log --json` prints)."""
+        if self._json is None:
+            self._json = json.dumps([c.to_json() for c in self.commits], ensure_ascii=False,
+                                    separators=(",", ":"))
+        return self._json
 
     @property
     def count(self) -> int | None:
-        return None if self.error else len(self.commits) + self.truncated
+        if self.error:
+            return None
+        return (self._size if self._size is not None else len(self.commits)) + self.truncated
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Range):
+            return NotImplemented
+        return (self.commits, self.error, self.first, self.truncated) == (
+            other.commits, other.error, other.first, other.truncated)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Range(count={self.count}, error={self.error!r}, first={self.first})"
+
+
+class RangeCache(Protocol):
+    """Where computed ranges are kept across processes (the deploy log)."""
+
+    def cached_ranges(
+        self, pairs: Iterable[tuple[str | None, str]]
+    ) -> dict[tuple[str | None, str], tuple[bool, int, str]]: ...
+
+    def cache_ranges(self, ranges: dict[tuple[str | None, str], tuple[bool, int, str]]) -> None: ...
 
 
 @dataclass
@@ -71,6 +123,7 @@ class History:
     def __init__(self, root: Path | None, git_dir: Path | None = None) -> None:
         self.root = root
         self.git_dir = git_dir
+        self.cache: RangeCache | None = None  # set once the deploy log is open
         self._cache: dict[tuple[str | None, str], Range] = {}
         self._lock = threading.Lock()
 
@@ -172,12 +225,15 @@ class History:
     # -- commits -----------------------------------------------------------------------
 
     def _log(self, positives: Iterable[str], negatives: Iterable[str] = (), *, limit: int | None = None,
-             topo: bool = True) -> _Graph:
-        """One ``git log`` over ``positives --not negatives``: commits, parents, topo positions."""
+             topo: bool = True, refs: Sequence[str] = ()) -> _Graph:
+        """One ``git log`` over ``positives --not negatives``: commits, parents, topo positions.
+
+        ``refs`` are git's own ref options (``--branches``), given on the command line.
+        """
         graph = _Graph()
         revs = "".join(f"{p}\n" for p in positives)
         revs += "".join(f"^{n}\n" for n in negatives)
-        args = ["log", "-z", _FORMAT, "--stdin"]
+        args = ["log", "-z", _FORMAT, *refs, "--stdin"]
         if topo:
             args.append("--topo-order")
         if limit is not None:
@@ -185,18 +241,21 @@ class History:
         done = self._run(*args, stdin=revs.encode())
         if done.returncode != 0:
             raise GitError(clean_line(decode(done.stderr).strip().splitlines()[-1] if done.stderr else "git log failed"))
-        fields = done.stdout.split(b"\x00")
+        text = decode(done.stdout)
+        fields = text.split("\x00")
+        # Clean each field only when the output holds a control character at all:
+        # the common case costs one regex scan of the whole output.
+        dirty = _UNSAFE.search(text) is not None
+        position, parents_of, commits = graph.position, graph.parents, graph.commits
         for index in range(0, len(fields) - 4, 5):
-            sha = fields[index].decode("ascii", "replace").strip()
-            parents = tuple(fields[index + 1].decode("ascii", "replace").split())
-            graph.position[sha] = len(graph.position)
-            graph.parents[sha] = parents
-            graph.commits[sha] = Commit(
-                sha,
-                clean_line(decode(fields[index + 2])),
-                decode(fields[index + 3]),
-                clean_line(decode(fields[index + 4])),
-            )
+            sha = fields[index]
+            author, date, subject = fields[index + 2], fields[index + 3], fields[index + 4]
+            if dirty:
+                sha = sha.strip()
+                author, date, subject = clean_line(author), clean_line(date), clean_line(subject)
+            position[sha] = len(position)
+            parents_of[sha] = tuple(fields[index + 1].split())
+            commits[sha] = Commit(sha, author, date, subject)
         return graph
 
     def ranges(self, pairs: Iterable[tuple[str | None, str]]) -> dict[tuple[str | None, str], Range]:
@@ -207,42 +266,101 @@ class History:
         todo = [pair for pair in wanted if pair not in result]
         if not todo:
             return result
+        if self.cache is not None:
+            kept = self.cache.cached_ranges(todo)
+            if kept:
+                loaded = {pair: Range(first=first, commits_json=commits, size=count)
+                          for pair, (first, count, commits) in kept.items()}
+                result.update(loaded)
+                with self._lock:
+                    self._cache.update(loaded)
+                todo = [pair for pair in todo if pair not in loaded]
+                if not todo:
+                    return result
         if self.root is None:
             return result | {pair: Range(error="commits unavailable: not in a git repository") for pair in todo}
+        try:
+            # Optimistic: every SHA is usually in the clone, and asking git about each
+            # first costs a third as much as the log itself. git log fails on a missing one.
+            computed = self._compute(todo)
+        except GitError:
+            computed = self._compute_checked(todo)
+        result.update(computed)
+        good = {pair: found for pair, found in computed.items() if not found.error}
+        with self._lock:
+            self._cache.update(good)
+        if self.cache is not None and good:
+            self.cache.cache_ranges({pair: (found.first, len(found.commits), found.commits_json())
+                                     for pair, found in good.items()})
+        return result
+
+    def _compute_checked(self, todo: list[tuple[str | None, str]]) -> dict[tuple[str | None, str], Range]:
+        """The ranges whose SHAs are all in this clone, and an explanation for the others."""
         present = self.existing({s for pair in todo for s in pair if s})
+        result: dict[tuple[str | None, str], Range] = {}
         computable: list[tuple[str | None, str]] = []
         for prev, sha in todo:
             missing = [s for s in (sha, prev) if s and s not in present]
             if missing:
-                result[(prev, sha)] = Range(
-                    error=f"commits unavailable: {short(missing[0])} is not in this clone"
-                )
+                result[(prev, sha)] = Range(error=f"commits unavailable: {short(missing[0])} is not in this clone")
             else:
                 computable.append((prev, sha))
         if computable:
             try:
-                computed = self._compute(computable)
+                result.update(self._compute(computable))
             except GitError as error:
-                computed = {pair: Range(error=f"commits unavailable: {error}") for pair in computable}
-            result.update(computed)
-            with self._lock:
-                self._cache.update(computed)
+                result.update({pair: Range(error=f"commits unavailable: {error}") for pair in computable})
         return result
 
     def commits(self, prev: str | None, sha: str) -> Range:
         return self.ranges([(prev, sha)])[(prev, sha)]
 
     def _compute(self, pairs: list[tuple[str | None, str]]) -> dict[tuple[str | None, str], Range]:
+        if len(pairs) > WHOLE_HISTORY_PAIRS:
+            # So many ranges cover most of the history: one log of it all is cheapest.
+            return self._compute_batch(pairs, bounded=False)
+        result: dict[tuple[str | None, str], Range] = {}
+        for start in range(0, len(pairs), CHUNK_PAIRS):
+            result.update(self._compute_batch(pairs[start:start + CHUNK_PAIRS], bounded=True))
+        return result
+
+    def _whole_history(self, wanted: set[str]) -> _Graph:
+        """The graph of every branch, plus whatever of ``wanted`` no branch reaches.
+
+        Handing git ten thousand deploy SHAs as starting points costs far more than
+        walking from the few branch heads, which reach nearly all of them anyway.
+        """
+        graph = self._log([], refs=("HEAD", "--branches", "--remotes"))
+        missing = sorted(wanted - graph.position.keys())
+        if missing:
+            # Commits no branch reaches are never parents of branch commits, so
+            # placing them first keeps the order topological (children first).
+            reached = {parent for parents in graph.parents.values() for parent in parents}
+            tips = [sha for sha in graph.position if sha not in reached]
+            extra = self._log(missing, tips)
+            offset = len(extra.position)
+            for sha, index in graph.position.items():
+                extra.position[sha] = index + offset
+            extra.parents.update(graph.parents)
+            extra.commits.update(graph.commits)
+            graph = extra
+        return graph
+
+    def _compute_batch(self, pairs: list[tuple[str | None, str]], *, bounded: bool) -> dict[tuple[str | None, str], Range]:
         prevs = sorted({prev for prev, _ in pairs if prev})
         shas = {sha for _, sha in pairs}
-        boundary: list[str] = []
-        if prevs:
-            # Every ancestor of a common ancestor of all the previous SHAs is outside
-            # every range, so the one log can stop there.
-            done = self._run("merge-base", "--octopus", *prevs)
-            if done.returncode == 0:
-                boundary = decode(done.stdout).split()[:1]
-        graph = self._log(sorted(shas | set(prevs)), boundary)
+        if bounded:
+            boundary: list[str] = []
+            if prevs:
+                # Every ancestor of a common ancestor of all the previous SHAs is outside
+                # every range, so the log can stop there. merge-base --octopus walks once
+                # per SHA, so it is only asked about a few deploys close together in time.
+                done = self._run("merge-base", "--octopus", *prevs)
+                if done.returncode == 0:
+                    boundary = decode(done.stdout).split()[:1]
+            graph = self._log(sorted(shas | set(prevs)), boundary)
+        else:
+            graph = self._whole_history(shas | set(prevs))
         result: dict[tuple[str | None, str], Range] = {}
         for prev, sha in pairs:
             if prev is None:
@@ -289,6 +407,23 @@ def _walk(graph: _Graph, sha: str, prev: str) -> list[str]:
     position = graph.position
     if sha == prev or sha not in position:
         return []
+    # Fast path, the usual case: a straight line of single-parent commits from sha
+    # down to prev. Then nothing else can be reachable from sha but not from prev.
+    parents_of = graph.parents
+    chain = [sha]
+    node = sha
+    while True:
+        parents = parents_of.get(node, ())
+        if len(parents) != 1:
+            break
+        node = parents[0]
+        if node == prev:
+            return chain
+        if node not in position:
+            break
+        chain.append(node)
+        if len(chain) > 10_000:
+            break
     flags = {sha: wanted}
     heap = [(position[sha], sha)]
     if prev in position:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from backend.history import Range
@@ -9,9 +10,19 @@ from backend.models import Deploy
 from backend.world import World
 
 
-def range_json(found: Range) -> dict[str, Any]:
+def range_json(found: Range, commit_json: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """A range as JSON fields; ``commit_json`` shares one dict per commit across ranges."""
+    if commit_json is None:
+        commits = [commit.to_json() for commit in found.commits]
+    else:
+        commits = []
+        for commit in found.commits:
+            shown = commit_json.get(commit.sha)
+            if shown is None:
+                shown = commit_json[commit.sha] = commit.to_json()
+            commits.append(shown)
     return {
-        "commits": [commit.to_json() for commit in found.commits],
+        "commits": commits,
         "commits_error": found.error,
         "commits_truncated": found.truncated,
         "first_deploy": found.first,
@@ -19,24 +30,40 @@ def range_json(found: Range) -> dict[str, Any]:
 
 
 def log_entries(world: World, env: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
-    """Deploys, newest first, each with the commits it shipped (one git call for all)."""
+    """Deploys, newest first, each with the commits it shipped (one git call per batch)."""
     deploys = world.log.deploys(env, limit=limit)
     ranges = world.history.ranges([(d.prev_sha, d.sha) for d in deploys])
+    commit_json: dict[str, dict[str, Any]] = {}
     entries = []
     for deploy in deploys:
-        entry = deploy.to_json()
-        del entry["output"]
-        entry.update(range_json(ranges[(deploy.prev_sha, deploy.sha)]))
+        entry = deploy.to_json(output=False)
+        entry.update(range_json(ranges[(deploy.prev_sha, deploy.sha)], commit_json))
         entries.append(entry)
     return entries
 
 
+def log_json(world: World, env: str | None = None, limit: int | None = None) -> str:
+    """``andon log --json`` as one UTF-8 JSON text, built without re-encoding the commits.
+
+    Each range's commits are already JSON (kept so in the range cache), so they are
+    spliced in as they are: over 10,000 deploys this is several times faster than
+    building and encoding the same document as Python objects.
+    """
+    deploys = world.log.deploys(env, limit=limit)
+    ranges = world.history.ranges([(d.prev_sha, d.sha) for d in deploys])
+    dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+    parts = []
+    for deploy in deploys:
+        found = ranges[(deploy.prev_sha, deploy.sha)]
+        head = dumps(deploy.to_json(output=False))
+        tail = dumps({"commits_error": found.error, "commits_truncated": found.truncated,
+                      "first_deploy": found.first})
+        parts.append(f'{head[:-1]},"commits":{found.commits_json()},{tail[1:]}')
+    return '{"deploys":[' + ",".join(parts) + "]}"
+
+
 def _brief(deploy: Deploy | None) -> dict[str, Any] | None:
-    if deploy is None:
-        return None
-    entry = deploy.to_json()
-    del entry["output"]
-    return entry
+    return None if deploy is None else deploy.to_json(output=False)
 
 
 def status(world: World) -> list[dict[str, Any]]:

@@ -9,11 +9,17 @@
   once, from ``running`` to its final status (triggers enforce both). Events are
   never changed at all.
 * Every change writes an event row in the same transaction.
+
+Python's ``sqlite3`` is used directly, not sqlite-utils: every write here is one
+``BEGIN IMMEDIATE`` transaction (sqlite-utils' ``atomic()`` issues a plain ``BEGIN``,
+which fails at once under concurrent writers), the queries are few and fixed, and
+importing sqlite-utils cost 55-100 ms on every start of the CLI and the dashboard.
 """
 
 from __future__ import annotations
 
 import bisect
+import contextlib
 import functools
 import json
 import os
@@ -27,8 +33,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlite_utils import Database
-
 from backend import AndonError
 from backend.models import (
     FINAL_STATUSES,
@@ -40,7 +44,7 @@ from backend.models import (
     to_iso,
     utc_now,
 )
-from backend.text import clean, clean_line
+from backend.text import clean, clean_line, has_controls
 
 BUSY_TIMEOUT = 10.0
 SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -89,6 +93,18 @@ MIGRATIONS: list[str] = [
     CREATE TRIGGER events_no_update BEFORE UPDATE ON events
     BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
     """,
+    # 2: release ranges, computed once. The commits between two SHAs never change,
+    # so `andon log` and every dashboard reuse them instead of asking git again.
+    """
+    CREATE TABLE ranges (
+        prev_sha TEXT NOT NULL,          -- '' for a first deploy
+        sha TEXT NOT NULL,
+        first INTEGER NOT NULL,
+        count INTEGER NOT NULL,
+        commits TEXT NOT NULL,           -- JSON array of {sha, author, date, subject}
+        UNIQUE (prev_sha, sha)
+    );
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -97,6 +113,9 @@ _COLUMNS = (
     "exit_code, output, reverts, pid, host"
 )
 _COLUMNS_NO_OUTPUT = _COLUMNS.replace("output", "'' AS output")
+
+
+CachedRange = tuple[bool, int, str]  # first deploy?, number of commits, commits as JSON
 
 
 class StoreError(AndonError):
@@ -150,7 +169,6 @@ class DeployLog:
     def __init__(self, path: Path, conn: sqlite3.Connection, clock: Callable[[], datetime]) -> None:
         self.path = path
         self._conn = conn
-        self.db = Database(conn)
         self._lock = threading.RLock()
         self._clock = clock
         self._host = socket.gethostname()
@@ -431,6 +449,46 @@ class DeployLog:
                             sha=row["sha"], status=row["status"], deployed_at=row["at"])
         return ImportResult(imported, skipped)
 
+    # -- the range cache -------------------------------------------------------------
+
+    def cached_ranges(self, pairs: Iterable[tuple[str | None, str]]) -> dict[tuple[str | None, str], CachedRange]:
+        """Ranges computed before (by this or any other andon): (first, count, commits JSON).
+
+        Best effort: a problem with the cache is never an error, it only means git is asked.
+        """
+        found: dict[tuple[str | None, str], CachedRange] = {}
+        try:
+            with self._lock:
+                execute = self._conn.execute
+                for prev, sha in pairs:
+                    row = execute(
+                        "SELECT first, count, commits FROM ranges WHERE prev_sha = ? AND sha = ?", (prev or "", sha)
+                    ).fetchone()
+                    if row is not None:
+                        found[(prev, sha)] = (bool(row[0]), int(row[1]), row[2])
+        except sqlite3.Error:
+            return {}
+        return found
+
+    def cache_ranges(self, ranges: dict[tuple[str | None, str], CachedRange]) -> None:
+        """Keep computed ranges for next time; a read-only or busy log just keeps nothing."""
+        if not ranges:
+            return
+        rows = [(prev or "", sha, int(first), count, commits) for (prev, sha), (first, count, commits) in ranges.items()]
+        with self._lock:
+            try:
+                # A cache write never waits long for a writer that holds the log.
+                self._conn.execute("PRAGMA busy_timeout = 250")
+                with self._immediate() as conn:
+                    conn.executemany(
+                        "INSERT OR IGNORE INTO ranges (prev_sha, sha, first, count, commits) VALUES (?, ?, ?, ?, ?)",
+                        rows,
+                    )
+                self._conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT * 1000)}")
+            except sqlite3.Error:
+                with contextlib.suppress(sqlite3.Error):
+                    self._conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT * 1000)}")
+
     # -- reading -----------------------------------------------------------------
 
     def _deploy(self, row: tuple[Any, ...]) -> Deploy:
@@ -439,9 +497,14 @@ class DeployLog:
         if status == RUNNING and host == self._host and pid and not pid_alive(pid):
             # The process that ran it died without finishing: it is not running.
             status = INTERRUPTED
-        # Another writer may have put anything in the file: neutralise text as it enters.
-        return Deploy(id_, clean_line(env), clean_line(sha), prev and clean_line(prev), status,
-                      clean_line(who), clean_line(trigger), clean_line(reason), started, finished,
+        # Another writer may have put anything in the file: neutralise text as it enters
+        # (one scan of the short fields together finds the rare row that needs it).
+        if has_controls(f"{env}{sha}{prev}{status}{who}{trigger}{reason}{started}{finished}"):
+            env, sha, status, who, trigger, reason = (
+                clean_line(str(value)) for value in (env, sha, status, who, trigger, reason))
+            prev = prev and clean_line(str(prev))
+            started, finished = clean_line(str(started)), finished and clean_line(str(finished))
+        return Deploy(id_, env, sha, prev, status, who, trigger, reason, started, finished,
                       code, clean(output) if output else "", reverts)
 
     @_guard

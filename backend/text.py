@@ -46,5 +46,10 @@ def clean_line(text: str) -> str:
     return _CONTROLS_ONE_LINE.sub(" ", _ESCAPES.sub("", text))
 
 
+def has_controls(text: str) -> bool:
+    """Whether ``text`` holds anything :func:`clean_line` would change (ESC included)."""
+    return _CONTROLS_ONE_LINE.search(text) is not None
+
+
 def short(sha: str | None) -> str:
     return (sha or "")[:7]

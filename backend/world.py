@@ -34,6 +34,7 @@ class World:
         if self._log is None:
             default = self.history.git_dir is not None and self.db_path.parent == self.history.git_dir / "andon"
             self._log = DeployLog.open(self.db_path, clock=self.clock, create_parent=default)
+            self.history.cache = self._log  # ranges computed once are kept in the log
         return self._log
 
     def open(self) -> DeployLog:
@@ -51,6 +52,7 @@ class World:
 
     def close(self) -> None:
         if self._log is not None:
+            self.history.cache = None
             self._log.close()
             self._log = None
 

@@ -103,14 +103,17 @@ def _out(text: str = "") -> None:
     sys.stdout.write(text + "\n")
 
 
+def _stdout_is_utf8() -> bool:
+    try:
+        return codecs.lookup(sys.stdout.encoding or "").name == "utf-8"
+    except LookupError:
+        return False
+
+
 def _dump(data: Any) -> None:
     # Exact JSON whatever stdout can encode: \u escapes where it is not UTF-8.
-    try:
-        utf8 = codecs.lookup(sys.stdout.encoding or "").name == "utf-8"
-    except LookupError:
-        utf8 = False
-    json.dump(data, sys.stdout, ensure_ascii=not utf8, separators=(",", ":"))
-    sys.stdout.write("\n")
+    # One dumps and one write: json.dump to a stream makes a write call per token.
+    sys.stdout.write(json.dumps(data, ensure_ascii=not _stdout_is_utf8(), separators=(",", ":")) + "\n")
 
 
 # -- commands ------------------------------------------------------------------------
@@ -298,18 +301,22 @@ def _when(stamp: str) -> str:
 
 
 def cmd_log(args: argparse.Namespace) -> int:
-    from backend.report import log_entries
+    from backend.report import log_entries, log_json
 
     if args.env:
         check_environment_name(args.env)
     world = _world(args)
     try:
+        if args.json:
+            text = log_json(world, args.env, args.limit)
+            if _stdout_is_utf8():
+                sys.stdout.write(text + "\n")
+            else:
+                _dump(json.loads(text))
+            return 0
         entries = log_entries(world, args.env, args.limit)
     finally:
         world.close()
-    if args.json:
-        _dump({"deploys": entries})
-        return 0
     if not entries:
         _out("no deploys yet" + (f" to {args.env}" if args.env else ""))
     lines = []

@@ -1,0 +1,99 @@
+"""Release ranges are computed once and kept in the deploy log for every later andon."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from backend.report import log_entries, log_json
+from backend.store import MIGRATIONS, SCHEMA_VERSION, DeployLog
+from backend.world import resolve_world
+from tests.conftest import Repo
+
+NOW = datetime(2026, 11, 20, 15, 0, tzinfo=UTC)
+
+
+def two_deploys(repo: Repo, db: Path) -> list[str]:
+    shas = [repo.commit(f"change {n}") for n in range(4)]
+    log = DeployLog.open(db)
+    log.record("prod", shas[0], "succeeded", who="ci", at=NOW - timedelta(hours=2))
+    log.record("prod", shas[3], "succeeded", who="ci", at=NOW)
+    log.close()
+    return shas
+
+
+def test_a_range_computed_once_is_served_from_the_log_without_git(
+    repo: Repo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = tmp_path / "d.db"
+    shas = two_deploys(repo, db)
+    first = resolve_world(repo.path, db, None)
+    computed = log_entries(first)
+    first.close()
+    assert [c["subject"] for c in computed[0]["commits"]] == ["change 3", "change 2", "change 1"]
+    # Another andon, with no repository at all, gets the same commits from the log.
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    second = resolve_world(None, db, None)
+    assert second.history.root is None
+    assert log_entries(second) == computed
+    second.close()
+    assert shas
+
+
+def test_cached_commits_outlive_a_force_push(repo: Repo, tmp_path: Path) -> None:
+    db = tmp_path / "d.db"
+    two_deploys(repo, db)
+    world = resolve_world(repo.path, db, None)
+    before = log_entries(world)
+    world.close()
+    # Rewrite history so the deployed commits are gone from the clone.
+    repo.git("reset", "--hard", "HEAD~3")
+    repo.git("reflog", "expire", "--expire=now", "--all")
+    repo.git("gc", "--prune=now", "--quiet")
+    world = resolve_world(repo.path, db, None)
+    assert log_entries(world) == before
+    world.close()
+
+
+def test_log_json_is_the_same_document_as_the_entries(repo: Repo, tmp_path: Path) -> None:
+    db = tmp_path / "d.db"
+    two_deploys(repo, db)
+    for _ in range(2):  # computed, then from the cache
+        world = resolve_world(repo.path, db, None)
+        assert json.loads(log_json(world)) == {"deploys": log_entries(world)}
+        world.close()
+
+
+def test_a_log_of_schema_1_is_migrated_and_keeps_its_deploys(tmp_path: Path) -> None:
+    db = tmp_path / "old.db"
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.executescript(MIGRATIONS[0])
+    conn.execute("PRAGMA user_version = 1")
+    conn.execute("INSERT INTO deploys (env, sha, status, started_at) VALUES ('prod', ?, 'succeeded', ?)",
+                 ("a" * 40, "2026-01-01T00:00:00.000000Z"))
+    conn.close()
+    log = DeployLog.open(db)
+    assert [d.sha for d in log.deploys()] == ["a" * 40]
+    log.close()
+    conn = sqlite3.connect(db)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    assert conn.execute("SELECT count(*) FROM ranges").fetchone()[0] == 0
+    conn.close()
+
+
+def test_a_broken_cache_row_is_ignored_not_fatal(repo: Repo, tmp_path: Path) -> None:
+    db = tmp_path / "d.db"
+    two_deploys(repo, db)
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("DROP TABLE IF EXISTS ranges")  # as if the cache were lost
+    conn.close()
+    world = resolve_world(repo.path, db, None)
+    entries = log_entries(world)
+    assert [c["subject"] for c in entries[0]["commits"]] == ["change 3", "change 2", "change 1"]
+    world.close()
