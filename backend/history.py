@@ -258,8 +258,13 @@ class History:
             commits[sha] = Commit(sha, author, date, subject)
         return graph
 
-    def ranges(self, pairs: Iterable[tuple[str | None, str]]) -> dict[tuple[str | None, str], Range]:
-        """Release ranges ``prev..sha`` for many deploys with one ``git log`` for all of them."""
+    def ranges(self, pairs: Iterable[tuple[str | None, str]], *, compute: bool = True
+               ) -> dict[tuple[str | None, str], Range]:
+        """Release ranges ``prev..sha`` for many deploys with one ``git log`` for all of them.
+
+        With ``compute=False`` only ranges already known (in memory or in the log) are
+        returned, without running git: cheap enough for a first screen.
+        """
         wanted = list(dict.fromkeys(pairs))
         with self._lock:
             result = {pair: self._cache[pair] for pair in wanted if pair in self._cache}
@@ -275,8 +280,8 @@ class History:
                 with self._lock:
                     self._cache.update(loaded)
                 todo = [pair for pair in todo if pair not in loaded]
-                if not todo:
-                    return result
+        if not todo or not compute:
+            return result
         if self.root is None:
             return result | {pair: Range(error="commits unavailable: not in a git repository") for pair in todo}
         try:

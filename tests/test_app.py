@@ -13,6 +13,7 @@ from backend.world import World, resolve_world
 from tests.conftest import Repo
 from tui.app import make_app
 from tui.commands import ACTIONS
+from tui.first_screen import load_first_screen
 from tui.screens.help import HelpScreen
 from tui.screens.main import PAGE, MainScreen
 from tui.screenshots import settle
@@ -230,9 +231,15 @@ async def test_big_history_loads_a_page_then_more_at_the_end(repo: Repo, tmp_pat
         await settle(pilot)
         table = app.screen.query_one(DeployTable)
         assert table.row_count == PAGE
-        await pilot.press("ctrl+end")
-        await settle(pilot)
-        assert table.row_count == PAGE + 200
+        seen = [table.row_count]
+        for _ in range(10):  # each trip to the end loads one more page
+            await pilot.press("ctrl+end")
+            await settle(pilot)
+            seen.append(table.row_count)
+            if table.row_count == PAGE + 200:
+                break
+        assert seen[1] == 2 * PAGE and seen[-1] == PAGE + 200
+        assert len({str(table.get_row_at(i)[0]) for i in range(table.row_count)}) == PAGE + 200
 
 
 async def test_no_repository_still_shows_the_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -248,3 +255,18 @@ async def test_no_repository_still_shows_the_log(tmp_path: Path, monkeypatch: py
         await settle(pilot)
         assert rows(app) == ["aaaaaaa"]
         assert "not in a git repository" in str(app.screen.query_one("#commits", CommitTable).border_title)
+
+
+async def test_the_first_frame_already_shows_the_deploys(history) -> None:
+    """As andon opens it: the first page is read before the app starts, no worker needed."""
+    repo, db, shas = history
+    world = world_for(repo.path, db)
+    app = make_app(world, first=load_first_screen(world))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()  # one turn of the event loop: no worker has finished yet
+        assert rows(app) == [shas[1][:7]]
+        assert app.screen.envs == ["production", "staging"]
+        await settle(pilot)
+        # git's part (pending commits) follows from a worker.
+        assert commit_subjects(app.screen.query_one("#pending", CommitTable)) == [
+            "change 5", "change 4", "change 3", "change 2"]

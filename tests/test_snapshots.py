@@ -9,22 +9,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tui.app import make_app
-from tui.screenshots import SCENES, SIZE, demo_world, empty_world
+from tui.screenshots import SCENES, SIZE, dashboard, demo_world, empty_world
 
 
 def test_main_screen(snap_compare, tmp_path: Path) -> None:
-    assert snap_compare(make_app(demo_world(tmp_path / "w")), terminal_size=SIZE, run_before=SCENES["main"])
+    assert snap_compare(dashboard(demo_world(tmp_path / "w")), terminal_size=SIZE, run_before=SCENES["main"])
 
 
 def test_deploy_detail_of_a_rollback(snap_compare, tmp_path: Path) -> None:
-    assert snap_compare(make_app(demo_world(tmp_path / "w")), terminal_size=SIZE,
+    assert snap_compare(dashboard(demo_world(tmp_path / "w")), terminal_size=SIZE,
                         run_before=SCENES["deploy-detail"])
 
 
 def test_help_screen(snap_compare, tmp_path: Path) -> None:
-    assert snap_compare(make_app(demo_world(tmp_path / "w")), terminal_size=SIZE, run_before=SCENES["help"])
+    assert snap_compare(dashboard(demo_world(tmp_path / "w")), terminal_size=SIZE, run_before=SCENES["help"])
 
 
 def test_empty_state_no_deploys_yet(snap_compare, tmp_path: Path) -> None:
-    assert snap_compare(make_app(empty_world(tmp_path / "w")), terminal_size=SIZE, run_before=SCENES["main"])
+    assert snap_compare(dashboard(empty_world(tmp_path / "w")), terminal_size=SIZE, run_before=SCENES["main"])

@@ -10,6 +10,7 @@ from textual.screen import Screen
 
 from backend.world import World
 from tui.commands import ACTIONS
+from tui.first_screen import FirstScreen
 from tui.screens.main import MainScreen
 
 
@@ -17,15 +18,17 @@ class AndonApp(App[None]):
     CSS_PATH = "app.tcss"
     TITLE = "andon"
 
-    def __init__(self, world: World, *, poll_interval: float = 0.5) -> None:
+    def __init__(self, world: World, *, poll_interval: float = 0.5, first: FirstScreen | None = None) -> None:
         super().__init__()
         self.world = world
         self.poll_interval = poll_interval
+        self.first = first
         root = world.history.root
         self.sub_title = root.name if root else str(world.db_path)
 
-    def on_mount(self) -> None:
-        self.push_screen(MainScreen(self.world, self.poll_interval))
+    def get_default_screen(self) -> MainScreen:
+        # The dashboard is the first screen itself: no blank default screen to build first.
+        return MainScreen(self.world, self.poll_interval, self.first)
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
@@ -37,5 +40,6 @@ class AndonApp(App[None]):
                 yield SystemCommand(f"Show {env}", f"Switch to the {env} environment", partial(screen.switch_to, env))
 
 
-def make_app(world: World, *, poll_interval: float = 0.5) -> AndonApp:
-    return AndonApp(world, poll_interval=poll_interval)
+def make_app(world: World, *, poll_interval: float = 0.5, first: FirstScreen | None = None) -> AndonApp:
+    """The dashboard for ``world``; ``first`` (from :func:`load_first_screen`) fills its first frame."""
+    return AndonApp(world, poll_interval=poll_interval, first=first)

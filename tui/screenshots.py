@@ -18,6 +18,8 @@ from textual.worker import WorkerCancelled
 
 from backend.demo import build
 from backend.world import World, resolve_world
+from tui.app import AndonApp, make_app
+from tui.first_screen import load_first_screen
 
 DEMO_NOW = datetime(2026, 11, 20, 15, 0, tzinfo=UTC)
 SIZE = (120, 40)
@@ -77,10 +79,13 @@ def empty_world(root: Path) -> World:
     return resolve_world(files.repo, root / "empty.db", None, clock=fixed_clock)
 
 
-async def _capture(world: World, scene: Callable[[Pilot[None]], Awaitable[None]], path: Path) -> None:
-    from tui.app import make_app
+def dashboard(world: World) -> AndonApp:
+    """The app as ``andon`` opens it: the first screen read before the app starts."""
+    return make_app(world, first=load_first_screen(world))
 
-    app = make_app(world)
+
+async def _capture(world: World, scene: Callable[[Pilot[None]], Awaitable[None]], path: Path) -> None:
+    app = dashboard(world)
     async with app.run_test(size=SIZE) as pilot:
         await scene(pilot)
         app.save_screenshot(filename=path.name, path=str(path.parent))

@@ -25,17 +25,17 @@ from backend.models import Deploy
 from backend.text import short
 from backend.world import World
 from tui.commands import bindings
+from tui.first_screen import PAGE, FirstScreen, load_first_screen
 from tui.format import age, duration, status_text, when
 from tui.screens.help import HelpScreen
 from tui.widgets.commits import CommitTable
 from tui.widgets.deploys import DeployTable
 
-PAGE = 500  # deploys loaded at a time; more load when the cursor reaches the end
-
 
 @dataclass
 class EnvironmentsLoaded(Message):
     names: list[str]
+    env: str | None  # the environment whose deploys come next
 
 
 @dataclass
@@ -81,9 +81,10 @@ class MainScreen(Screen[None]):
     env: reactive[str | None] = reactive(None)
     filter_text: reactive[str] = reactive("")
 
-    def __init__(self, world: World, poll_interval: float = 0.5) -> None:
+    def __init__(self, world: World, poll_interval: float = 0.5, first: FirstScreen | None = None) -> None:
         super().__init__()
         self.world = world
+        self.first = first
         self.poll_interval = poll_interval
         self.envs: list[str] = []
         self.deploys: list[Deploy] = []
@@ -98,7 +99,15 @@ class MainScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         yield Header(show_clock=False, icon="▲")
-        yield Tabs(id="envs")
+        if self.first is not None and self.first.names:
+            # Tabs built with the screen: adding them after mounting costs a layout pass.
+            self.envs = list(self.first.names)
+            self.set_reactive(MainScreen.env, self.first.env)
+            index = self.first.names.index(self.first.env) if self.first.env in self.first.names else 0
+            yield Tabs(*(Tab(Content(name), id=f"env-{i}") for i, name in enumerate(self.first.names)),
+                       active=f"env-{index}", id="envs")
+        else:
+            yield Tabs(id="envs")
         yield Static(id="problem")
         with Horizontal(id="body"):
             with Vertical(id="history"):
@@ -120,7 +129,14 @@ class MainScreen(Screen[None]):
         self.query_one("#commits").border_title = "Commits"
         self.query_one("#output").border_title = "Output"
         self.query_one(DeployTable).focus()
-        self.load_environments(select=None)
+        if self.first is None:
+            self.load_environments(select=None)
+        else:
+            self.show_first_screen(self.first)
+        # The first frame draws the deploys alone; the detail and pending panes follow
+        # in the next one (drawing every pane at once made the first frame 40% slower).
+        self.add_class("-starting")
+        self.call_after_refresh(self.remove_class, "-starting")
         self.set_interval(self.poll_interval, self.check_for_changes)
         self.set_interval(60, self.render_deploys)  # ages ("3h") move on with the clock
 
@@ -130,18 +146,35 @@ class MainScreen(Screen[None]):
 
     # -- workers (never on the event loop) ----------------------------------------------
 
+    def show_first_screen(self, first: FirstScreen) -> None:
+        """Fill the screen from data read before it existed; git's part follows in a worker."""
+        self._version = first.version
+        self.on_environments_loaded(EnvironmentsLoaded(first.names, first.env))
+        if first.env is not None:
+            self.on_deploys_loaded(DeploysLoaded(first.env, first.deploys, first.total, first.live))
+            self.on_ranges_loaded(RangesLoaded(first.env, first.ranges))
+            # git starts after the first frame: its subprocesses would compete with it.
+            self.call_after_refresh(self.load_details, first.env, first.deploys, first.live)
+
     @work(thread=True, exclusive=True, group="load", exit_on_error=False)
     def load_environments(self, select: str | None) -> None:
         try:
-            names = self.world.environments()
-            self._version = self.world.log.data_version()
+            first = load_first_screen(self.world, select)
         except AndonError as error:
             self.post_message(LoadFailed(str(error)))
             return
-        self.post_message(EnvironmentsLoaded(names))
-        env = select if select in names else (names[0] if names else None)
-        if env is not None:
-            self._load_deploys(env, 0, max(PAGE, len(self.deploys)) if select else PAGE)
+        self._version = first.version
+        self.post_message(EnvironmentsLoaded(first.names, first.env))
+        if first.env is not None:
+            if select and len(self.deploys) > PAGE:  # a reload keeps what was loaded
+                self._load_deploys(first.env, 0, len(self.deploys))
+            else:
+                self.post_message(DeploysLoaded(first.env, first.deploys, first.total, first.live))
+                self._load_details(first.env, first.deploys, first.live, pending=True)
+
+    @work(thread=True, exclusive=True, group="load", exit_on_error=False)
+    def load_details(self, env: str, deploys: list[Deploy], live: Deploy | None) -> None:
+        self._load_details(env, deploys, live, pending=True)
 
     @work(thread=True, exclusive=True, group="load", exit_on_error=False)
     def load_deploys(self, env: str, offset: int = 0, limit: int = PAGE) -> None:
@@ -156,12 +189,15 @@ class MainScreen(Screen[None]):
             self.post_message(LoadFailed(str(error)))
             return
         self.post_message(DeploysLoaded(env, deploys, total, live, append=offset > 0))
+        self._load_details(env, deploys, live, pending=offset == 0)
+
+    def _load_details(self, env: str, deploys: list[Deploy], live: Deploy | None, *, pending: bool) -> None:
         # Commits second: the deploys are on screen before git is asked anything.
         self.post_message(RangesLoaded(env, self.world.history.ranges([(d.prev_sha, d.sha) for d in deploys])))
-        if offset == 0:
+        if pending:
             branch = self.world.history.branch(self.world.config.branch)
-            pending = self.world.history.pending(branch, live.sha if live else None)
-            self.post_message(PendingLoaded(env, pending, branch))
+            waiting = self.world.history.pending(branch, live.sha if live else None)
+            self.post_message(PendingLoaded(env, waiting, branch))
 
     @work(thread=True, exclusive=True, group="output", exit_on_error=False)
     def load_output(self, deploy_id: int) -> None:
@@ -190,6 +226,10 @@ class MainScreen(Screen[None]):
         if message.names == self.envs:
             return
         self.envs = message.names
+        if self.env is None and message.env is not None:
+            # Choose the environment before the tabs exist, so the first tab's own
+            # activation is recognised as no change rather than loading it twice.
+            self.set_reactive(MainScreen.env, message.env)
         tabs = self.query_one(Tabs)
         current = self.env
         tabs.clear()

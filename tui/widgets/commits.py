@@ -11,11 +11,8 @@ from tui.format import plain
 
 class CommitTable(DataTable[Text]):
     def __init__(self, *, dates: bool = True, id: str | None = None) -> None:
-        super().__init__(id=id)
+        super().__init__(id=id, cursor_type="row")
         self.dates = dates
-
-    def on_mount(self) -> None:
-        self.cursor_type = "row"
         self.add_column("sha", key="sha", width=7)
         if self.dates:
             self.add_column("date", key="date", width=10)

@@ -15,14 +15,14 @@ from tui.format import plain, status_text, when
 class DeployTable(DataTable[Text]):
     """Rows keyed by deploy id; commit counts fill in when their ranges arrive."""
 
-    def on_mount(self) -> None:
-        self.cursor_type = "row"
-        self.zebra_stripes = True
-        self.add_column("#", key="id", width=4)
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id, cursor_type="row", zebra_stripes=True)
+        # Columns exist from the start, so the first screen can be filled before mounting.
+        self.add_column("#", key="id", width=5)
         self.add_column("when (UTC)", key="when", width=11)
         self.add_column("sha", key="sha", width=7)
         self.add_column("status", key="status", width=13)
-        self.add_column("who", key="who", width=12)
+        self.add_column("who", key="who", width=11)
         self.add_column("commits", key="commits", width=7)
 
     def show(self, deploys: list[Deploy], ranges: dict[tuple[str | None, str], Range],

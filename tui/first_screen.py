@@ -1,0 +1,40 @@
+"""What the dashboard shows first, read before the screen exists (no Textual import here).
+
+The command line reads it in a thread while Textual is being imported, so the very
+first frame already shows the deploys; git is asked nothing (commit counts come from
+the ranges kept in the log, the rest follow from a worker).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from backend.history import Range
+from backend.models import Deploy
+from backend.world import World
+
+PAGE = 100  # deploys loaded at a time (a screenful and more); more load as the cursor nears the end
+
+
+@dataclass(frozen=True)
+class FirstScreen:
+    names: list[str]
+    env: str | None
+    deploys: list[Deploy] = field(default_factory=list)
+    total: int = 0
+    live: Deploy | None = None
+    ranges: dict[tuple[str | None, str], Range] = field(default_factory=dict)
+    version: int | None = None
+
+
+def load_first_screen(world: World, env: str | None = None) -> FirstScreen:
+    """Environments, the first page of deploys of ``env`` (default: the first one), what is live."""
+    log = world.log
+    version = log.data_version()
+    names = world.environments()
+    chosen = env if env in names else (names[0] if names else None)
+    if chosen is None:
+        return FirstScreen(names, None, version=version)
+    deploys = log.deploys(chosen, limit=PAGE)
+    ranges = world.history.ranges([(d.prev_sha, d.sha) for d in deploys], compute=False)
+    return FirstScreen(names, chosen, deploys, log.count(chosen), log.live(chosen), ranges, version)
