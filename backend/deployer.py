@@ -70,4 +70,5 @@ def deploy(
         status = SUCCEEDED if result.exit_code == 0 else FAILED
         output = result.output
     finished = world.log.finish(started.id, status, exit_code=result.exit_code, output=output)
+    world.keep_ranges([finished])
     return DeployOutcome(finished, result.exit_code)

@@ -33,7 +33,8 @@ PENDING_LIMIT = 1000
 # by a common ancestor; past WHOLE_HISTORY_PAIRS ranges, one log of everything is cheaper.
 CHUNK_PAIRS = 32
 WHOLE_HISTORY_PAIRS = 1000
-_UNSAFE = re.compile(r"[\x01-\x1f\x7f-\x9f]")
+# Bytes that can be neither a control character nor start a C1 one in UTF-8 (\xc2\x80-\x9f).
+_HARMLESS_BYTES = bytes([0] + [b for b in range(0x20, 0x100) if b not in (0x7F, 0xC2)])
 _FORMAT = "--format=%H%x00%P%x00%an%x00%aI%x00%s"
 # Keep git's output plain and predictable whatever the user's configuration says.
 _GIT = ("git", "-c", "log.showSignature=false", "-c", "color.ui=never", "-c", "core.quotePath=off")
@@ -107,6 +108,32 @@ class _Graph:
     position: dict[str, int] = field(default_factory=dict)
     parents: dict[str, tuple[str, ...]] = field(default_factory=dict)
     commits: dict[str, Commit] = field(default_factory=dict)
+    _order: list[str] | None = None
+    _breaks: list[int] | None = None
+
+    def straight(self, sha: str, prev: str) -> list[str] | None:
+        """``prev..sha`` as a slice of the log's order, when it is a straight line there.
+
+        In topological order a run of single-parent commits usually comes out
+        consecutively, each followed by its parent. ``_breaks`` counts, up to each
+        position, the places where that is not so; no break between the two
+        positions means the range is exactly that slice (found without a walk).
+        """
+        start, end = self.position.get(sha), self.position.get(prev)
+        if start is None or end is None or start >= end:
+            return None
+        if self._order is None:
+            order = sorted(self.position, key=self.position.__getitem__)
+            breaks = [0]
+            for index, node in enumerate(order):
+                parents = self.parents.get(node, ())
+                linked = len(parents) == 1 and index + 1 < len(order) and parents[0] == order[index + 1]
+                breaks.append(breaks[-1] + (0 if linked else 1))
+            self._order, self._breaks = order, breaks
+        assert self._breaks is not None
+        if self._breaks[end] - self._breaks[start] == 0:
+            return self._order[start:end]
+        return None
 
 
 def _git_env() -> dict[str, str]:
@@ -243,9 +270,9 @@ class History:
             raise GitError(clean_line(decode(done.stderr).strip().splitlines()[-1] if done.stderr else "git log failed"))
         text = decode(done.stdout)
         fields = text.split("\x00")
-        # Clean each field only when the output holds a control character at all:
-        # the common case costs one regex scan of the whole output.
-        dirty = _UNSAFE.search(text) is not None
+        # Clean each field only when the output may hold a control character at all:
+        # deleting every byte that cannot start one leaves nothing in the common case.
+        dirty = bool(done.stdout.translate(None, _HARMLESS_BYTES))
         position, parents_of, commits = graph.position, graph.parents, graph.commits
         for index in range(0, len(fields) - 4, 5):
             sha = fields[index]
@@ -412,6 +439,9 @@ def _walk(graph: _Graph, sha: str, prev: str) -> list[str]:
     position = graph.position
     if sha == prev or sha not in position:
         return []
+    line = graph.straight(sha, prev)
+    if line is not None:
+        return line
     # Fast path, the usual case: a straight line of single-parent commits from sha
     # down to prev. Then nothing else can be reachable from sha but not from prev.
     parents_of = graph.parents

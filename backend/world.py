@@ -7,7 +7,7 @@ demo build one directly.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -16,7 +16,7 @@ from backend import AndonError
 from backend.config import Config, load
 from backend.history import GitError, History
 from backend.identity import who
-from backend.models import utc_now
+from backend.models import Deploy, utc_now
 from backend.store import DeployLog
 
 
@@ -40,6 +40,16 @@ class World:
     def open(self) -> DeployLog:
         """Open (and so check) the deploy log now rather than on first use."""
         return self.log
+
+    def keep_ranges(self, deploys: Iterable[Deploy]) -> None:
+        """Work out (and keep in the log) the commits these deploys shipped, now.
+
+        A range between two SHAs never changes, so computing it when the deploy is
+        recorded, while its commits are surely in the clone, makes every later
+        `andon log` and dashboard read it back instead of asking git. Best effort:
+        a history problem is kept as nothing and shown when the range is read.
+        """
+        self.history.ranges([(deploy.prev_sha, deploy.sha) for deploy in deploys])
 
     def who(self) -> str:
         return who(self.history.user_name)

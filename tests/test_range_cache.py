@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -97,3 +99,34 @@ def test_a_broken_cache_row_is_ignored_not_fatal(repo: Repo, tmp_path: Path) -> 
     entries = log_entries(world)
     assert [c["subject"] for c in entries[0]["commits"]] == ["change 3", "change 2", "change 1"]
     world.close()
+
+
+def kept_ranges(db: Path) -> set[tuple[str, str]]:
+    conn = sqlite3.connect(db)
+    try:
+        return {(prev, sha) for prev, sha in conn.execute("SELECT prev_sha, sha FROM ranges")}
+    finally:
+        conn.close()
+
+
+def test_recording_and_importing_keep_the_ranges_at_once(repo: Repo, tmp_path: Path) -> None:
+    shas = [repo.commit(f"change {n}") for n in range(3)]
+    db = tmp_path / "d.db"
+    andon = [sys.executable, "-m", "tui.cli", "--repo", str(repo.path), "--db", str(db)]
+    subprocess.run([*andon, "record", "--env", "prod", "--sha", shas[0], "--status", "succeeded",
+                    "--at", "2026-01-01T00:00:00Z"], check=True, capture_output=True)
+    assert kept_ranges(db) == {("", shas[0])}
+    lines = json.dumps({"environment": "prod", "sha": shas[2], "status": "succeeded",
+                        "time": "2026-01-02T00:00:00Z"}) + "\n"
+    subprocess.run([*andon, "import"], input=lines.encode(), check=True, capture_output=True)
+    assert kept_ranges(db) == {("", shas[0]), (shas[0], shas[2])}
+
+
+def test_a_deploy_keeps_its_range_when_it_finishes(repo: Repo, tmp_path: Path) -> None:
+    first, second = repo.commit("one"), repo.commit("two")
+    db = tmp_path / "d.db"
+    andon = [sys.executable, "-m", "tui.cli", "--repo", str(repo.path), "--db", str(db)]
+    for sha in (first, second):
+        subprocess.run([*andon, "deploy", "--env", "prod", "--sha", sha, "--", sys.executable, "-c", "pass"],
+                       check=True, capture_output=True)
+    assert kept_ranges(db) == {("", first), (first, second)}

@@ -162,6 +162,7 @@ def cmd_record(args: argparse.Namespace) -> int:
         who = clean_line(args.by).strip() if args.by else world.who()
         recorded = world.log.record(args.env, sha, args.status, who=who or "unknown", at=at,
                                     trigger=args.trigger, reason=clean_line(args.reason))
+        world.keep_ranges([recorded])
     finally:
         world.close()
     _out(f"recorded deploy #{recorded.id}: {recorded.short_sha} to {recorded.env}, {recorded.status}")
@@ -217,6 +218,8 @@ def cmd_import(args: argparse.Namespace) -> int:
                     "clone (give full SHAs for commits that are gone); nothing imported"
                 )
         result = world.log.import_many(rows, who=world.who())
+        if result.imported:
+            world.keep_ranges(world.log.deploys())  # only ranges not kept yet are computed
     finally:
         world.close()
     note = f" ({result.skipped} already in the log)" if result.skipped else ""
