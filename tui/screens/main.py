@@ -17,7 +17,7 @@ from textual.content import Content
 from textual.message import Message
 from textual.reactive import reactive
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Input, Log, Static, Tab, Tabs
+from textual.widgets import Footer, Input, Log, Static, Tab, Tabs
 
 from backend import AndonError
 from backend.history import Range
@@ -30,6 +30,7 @@ from tui.format import age, duration, status_text, when
 from tui.screens.help import HelpScreen
 from tui.widgets.commits import CommitTable
 from tui.widgets.deploys import DeployTable
+from tui.widgets.rowlist import RowList
 
 
 @dataclass
@@ -98,7 +99,8 @@ class MainScreen(Screen[None]):
     # -- layout ------------------------------------------------------------------------
 
     def compose(self) -> ComposeResult:
-        yield Header(show_clock=False, icon="▲")
+        # A one-line title bar (Textual's Header costs a clock and three widgets).
+        yield Static(Content(f"▲ andon — {self.app.sub_title}"), id="title")
         if self.first is not None and self.first.names:
             # Tabs built with the screen: adding them after mounting costs a layout pass.
             self.envs = list(self.first.names)
@@ -133,10 +135,6 @@ class MainScreen(Screen[None]):
             self.load_environments(select=None)
         else:
             self.show_first_screen(self.first)
-        # The first frame draws the deploys alone; the detail and pending panes follow
-        # in the next one (drawing every pane at once made the first frame 40% slower).
-        self.add_class("-starting")
-        self.call_after_refresh(self.remove_class, "-starting")
         self.set_interval(self.poll_interval, self.check_for_changes)
         self.set_interval(60, self.render_deploys)  # ages ("3h") move on with the clock
 
@@ -151,8 +149,8 @@ class MainScreen(Screen[None]):
         self._version = first.version
         self.on_environments_loaded(EnvironmentsLoaded(first.names, first.env))
         if first.env is not None:
+            self.ranges.update(first.ranges)  # the kept commit counts go into the first rows
             self.on_deploys_loaded(DeploysLoaded(first.env, first.deploys, first.total, first.live))
-            self.on_ranges_loaded(RangesLoaded(first.env, first.ranges))
             # git starts after the first frame: its subprocesses would compete with it.
             self.call_after_refresh(self.load_details, first.env, first.deploys, first.live)
 
@@ -357,6 +355,7 @@ class MainScreen(Screen[None]):
             self.sub_title = f"{self.app.sub_title} · {env}: live {self.live.short_sha} since {when(self.live.started_at)}"
         else:
             self.sub_title = f"{self.app.sub_title} · {env}: nothing live yet" if env else self.app.sub_title
+        self.query_one("#title", Static).update(Content(f"▲ andon — {self.sub_title}"))
 
     def _show_selected(self) -> None:
         deploy = self.selected
@@ -422,9 +421,9 @@ class MainScreen(Screen[None]):
         self._show_selected()
         self.load_deploys(env)
 
-    @on(DataTable.RowHighlighted, "#deploys")
-    def _deploy_highlighted(self, event: DataTable.RowHighlighted) -> None:
-        key = event.row_key.value
+    @on(RowList.RowHighlighted, "#deploys")
+    def _deploy_highlighted(self, event: RowList.RowHighlighted) -> None:
+        key = event.key
         deploy = next((d for d in self.deploys if str(d.id) == key), None)
         if deploy is None:
             return
