@@ -9,6 +9,7 @@ whether anyone else wrote to the log, and reloads only then.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from textual import on, work
 from textual.app import ComposeResult
@@ -17,7 +18,7 @@ from textual.content import Content
 from textual.message import Message
 from textual.reactive import reactive
 from textual.screen import Screen
-from textual.widgets import Footer, Input, Log, Static, Tab, Tabs
+from textual.widgets import Footer, Static, Tab, Tabs
 
 from backend import AndonError
 from backend.history import Range
@@ -31,6 +32,9 @@ from tui.screens.help import HelpScreen
 from tui.widgets.commits import CommitTable
 from tui.widgets.deploys import DeployTable
 from tui.widgets.rowlist import RowList
+
+if TYPE_CHECKING:
+    from textual.widgets import Log
 
 
 @dataclass
@@ -118,10 +122,8 @@ class MainScreen(Screen[None]):
             with Vertical(id="detail"):
                 yield Static(id="summary")
                 yield CommitTable(dates=False, id="commits")
-                yield Log(id="output", highlight=False)
+                yield Vertical(id="output-box")  # the Log is created with the first output
         yield CommitTable(id="pending")
-        yield Input(placeholder="filter deploys: sha, status, person, commit text — enter to keep, esc to clear",
-                    id="filter")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -129,7 +131,7 @@ class MainScreen(Screen[None]):
         self.query_one("#detail").border_title = "Deploy"
         self.query_one("#pending").border_title = "Pending"
         self.query_one("#commits").border_title = "Commits"
-        self.query_one("#output").border_title = "Output"
+        self.query_one("#output-box").border_title = "Output"
         self.query_one(DeployTable).focus()
         if self.first is None:
             self.load_environments(select=None)
@@ -284,10 +286,19 @@ class MainScreen(Screen[None]):
                 f"Pending: {count} commit{'s' if count != 1 else ''} on {branch} not yet live in {message.env}{listed}"
             )
 
-    def on_output_loaded(self, message: OutputLoaded) -> None:
+    def _output(self) -> Log | None:
+        found = self.query("#output")
+        return found.first() if found else None  # type: ignore[return-value]
+
+    async def on_output_loaded(self, message: OutputLoaded) -> None:
         if self.selected is None or message.deploy.id != self.selected.id:
             return
-        output = self.query_one("#output", Log)
+        output = self._output()
+        if output is None:
+            from textual.widgets import Log
+
+            output = Log(id="output", highlight=False)
+            await self.query_one("#output-box").mount(output)
         output.clear()
         output.write(message.deploy.output or "(no output recorded)")
         output.scroll_end(animate=False)
@@ -417,7 +428,8 @@ class MainScreen(Screen[None]):
         self.ranges = {}
         self.query_one(DeployTable).clear()
         self.query_one("#pending", CommitTable).clear()
-        self.query_one("#output", Log).clear()
+        if output := self._output():
+            output.clear()
         self._show_selected()
         self.load_deploys(env)
 
@@ -429,7 +441,8 @@ class MainScreen(Screen[None]):
             return
         if self.selected is None or deploy.id != self.selected.id:
             self.selected = deploy
-            self.query_one("#output", Log).clear()
+            if output := self._output():
+                output.clear()
             self.load_output(deploy.id)
         else:
             self.selected = deploy
@@ -444,19 +457,26 @@ class MainScreen(Screen[None]):
         if self.is_mounted:
             self.render_deploys()
 
-    @on(Input.Changed, "#filter")
-    def _filter_changed(self, event: Input.Changed) -> None:
-        self.filter_text = event.value
+    # The filter input is created the first time `/` is pressed: nobody needs it for
+    # the first frame. Its messages are handled by name, so Input is imported then too.
 
-    @on(Input.Submitted, "#filter")
-    def _filter_submitted(self, _: Input.Submitted) -> None:
-        self.query_one(DeployTable).focus()
+    def on_input_changed(self, event) -> None:  # type: ignore[no-untyped-def]
+        if event.input.id == "filter":
+            self.filter_text = event.value
+
+    def on_input_submitted(self, event) -> None:  # type: ignore[no-untyped-def]
+        if event.input.id == "filter":
+            self.query_one(DeployTable).focus()
 
     def on_key(self, event) -> None:  # type: ignore[no-untyped-def]
-        filter_input = self.query_one("#filter", Input)
-        if event.key == "escape" and (filter_input.has_focus or self.filter_text):
+        if event.key != "escape":
+            return
+        found = self.query("#filter")
+        filter_input = found.first() if found else None
+        if (filter_input is not None and filter_input.has_focus) or self.filter_text:
             event.stop()
-            filter_input.value = ""
+            if filter_input is not None:
+                filter_input.value = ""  # type: ignore[attr-defined]
             self.filter_text = ""
             self.remove_class("-filtering")
             self.query_one(DeployTable).focus()
@@ -466,9 +486,17 @@ class MainScreen(Screen[None]):
     def action_help(self) -> None:
         self.app.push_screen(HelpScreen())
 
-    def action_filter(self) -> None:
+    async def action_filter(self) -> None:
+        if not self.query("#filter"):
+            from textual.widgets import Input
+
+            await self.mount(
+                Input(placeholder="filter deploys: sha, status, person, commit text — enter to keep, esc to clear",
+                      id="filter"),
+                before=self.query_one(Footer),
+            )
         self.add_class("-filtering")
-        self.query_one("#filter", Input).focus()
+        self.query_one("#filter").focus()
 
     def action_next_env(self) -> None:
         self.query_one(Tabs).action_next_tab()

@@ -78,7 +78,7 @@ class RowList(ScrollView, can_focus=True):
         self.zebra = zebra
         self._keys: list[str] = []
         self._cells: list[list[Text]] = []
-        self._lines: list[list[Segment]] = []
+        self._lines: list[list[Segment] | None] = []  # built when a row is first drawn
         self._index: dict[str, int] = {}
         self._row_width = sum(c.width + 2 for c in self.columns)
         self._header = self._segments([Text(c.label) for c in self.columns])
@@ -104,7 +104,7 @@ class RowList(ScrollView, can_focus=True):
             self._index[key] = len(self._keys)
             self._keys.append(key)
             self._cells.append(list(cells))
-            self._lines.append(self._segments(cells))
+            self._lines.append(None)
         self._resized()
         if highlight:
             self.cursor_row = 0
@@ -124,7 +124,7 @@ class RowList(ScrollView, can_focus=True):
         if self._cells[index][position] == value:
             return
         self._cells[index][position] = value
-        self._lines[index] = self._segments(self._cells[index])
+        self._lines[index] = None
         self.refresh_line(index + 1 - self.scroll_offset.y)
 
     def move_cursor(self, *, row: int, scroll: bool = True) -> None:
@@ -172,7 +172,10 @@ class RowList(ScrollView, can_focus=True):
             style = base + self.get_component_rich_style("rowlist--cursor")
         elif self.zebra and index % 2:
             style = base + self.get_component_rich_style("rowlist--odd")
-        return self._strip(self._lines[index], style, width)
+        line = self._lines[index]
+        if line is None:
+            line = self._lines[index] = self._segments(self._cells[index])
+        return self._strip(line, style, width)
 
     def _strip(self, segments: list[Segment], style: Style, width: int) -> Strip:
         line = [Segment(s.text, style + s.style if s.style else style) for s in segments]
