@@ -28,8 +28,8 @@ class HelpScreen(ModalScreen[None]):
             yield Static(Content(ABOUT), id="help-about")
             keys = [("ctrl+p", "Command palette: every action, searchable")]
             keys += [(a.key_display or a.key, f"{a.title}: {a.help}") for a in ACTIONS]
-            keys += [("esc", "Back: close the filter or this screen"), ("↑ ↓ pgup pgdn", "Move through deploys")]
-            lines = [Content.from_markup("[b]$key[/b]  $what", key=f"{key:>13}", what=what) for key, what in keys]
+            keys += [("esc", "Back: close the filter or this screen"), ("↑ ↓ pgup pgdn end", "Move through deploys (more load at the end)")]
+            lines = [Content.from_markup("[b]$key[/b]  $what", key=f"{key:>18}", what=what) for key, what in keys]
             yield Static(Content("\n").join(lines), id="help-keys")
 
     def action_dismiss(self, result: None = None) -> None:  # type: ignore[override]
