@@ -868,6 +868,7 @@ def _someone_elses(repo: Repo, tmp_path: Path) -> Path:
     ["log"], ["status", "--json"],
     ["record", "--env", "production", "--sha", "HEAD", "--status", "succeeded"],
     ["import"],
+    ["dashboard"],  # refused before any screen is drawn
 ])
 def test_a_bad_deploy_log_is_refused_in_one_line_and_left_untouched(
     repo: Repo, tmp_path: Path, make: Any, mentions: str, command: list[str]
