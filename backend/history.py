@@ -44,6 +44,13 @@ class GitError(AndonError):
     pass
 
 
+def _git_problem(stderr: bytes, fallback: str) -> str:
+    """The line of git's complaint that says what went wrong (not the usage hint after it)."""
+    lines = [line.strip() for line in decode(stderr).splitlines() if line.strip()]
+    chosen = next((line for line in lines if line.startswith(("fatal:", "error:"))), lines[0] if lines else fallback)
+    return clean_line(chosen)
+
+
 class Range:
     """The commits a deploy shipped (newest first), or why they cannot be shown.
 
@@ -138,7 +145,8 @@ class _Graph:
 
 def _git_env() -> dict[str, str]:
     env = dict(os.environ)
-    env.update(GIT_TERMINAL_PROMPT="0", GIT_PAGER="cat", LC_ALL="C")
+    # Replace refs rewrite history as git shows it; a range kept in the log must be the real one.
+    env.update(GIT_TERMINAL_PROMPT="0", GIT_PAGER="cat", LC_ALL="C", GIT_NO_REPLACE_OBJECTS="1")
     env.pop("GIT_DIR", None)
     env.pop("GIT_WORK_TREE", None)
     return env
@@ -267,7 +275,7 @@ class History:
             args.append(f"--max-count={limit}")
         done = self._run(*args, stdin=revs.encode())
         if done.returncode != 0:
-            raise GitError(clean_line(decode(done.stderr).strip().splitlines()[-1] if done.stderr else "git log failed"))
+            raise GitError(_git_problem(done.stderr, "git log failed"))
         text = decode(done.stdout)
         fields = text.split("\x00")
         # Clean each field only when the output may hold a control character at all:
@@ -362,7 +370,9 @@ class History:
         Handing git ten thousand deploy SHAs as starting points costs far more than
         walking from the few branch heads, which reach nearly all of them anyway.
         """
-        graph = self._log([], refs=("HEAD", "--branches", "--remotes"))
+        heads = ("HEAD", "--branches", "--remotes", "--tags") if self._head_exists() else (
+            "--branches", "--remotes", "--tags")
+        graph = self._log([], refs=heads)
         missing = sorted(wanted - graph.position.keys())
         if missing:
             # Commits no branch reaches are never parents of branch commits, so
@@ -378,7 +388,29 @@ class History:
             graph = extra
         return graph
 
+    def _head_exists(self) -> bool:
+        return self._run("rev-parse", "--verify", "--quiet", "HEAD^{commit}").returncode == 0
+
+    def _shallow(self) -> set[str]:
+        """The commits where a shallow clone's history is cut off (their parents are missing)."""
+        if self.git_dir is None:
+            return set()
+        try:
+            return set((self.git_dir / "shallow").read_text().split())
+        except OSError:
+            return set()
+
     def _compute_batch(self, pairs: list[tuple[str | None, str]], *, bounded: bool) -> dict[tuple[str | None, str], Range]:
+        result: dict[tuple[str | None, str], Range] = {}
+        firsts = sorted({sha for prev, sha in pairs if prev is None})
+        if firsts:
+            # A first deploy shows only its own commit: one short log for all of them.
+            own = self._log(firsts, topo=False, refs=("--no-walk",)).commits
+            result.update({(None, sha): Range((own[sha],) if sha in own else (), first=True) for sha in firsts})
+        pairs = [(prev, sha) for prev, sha in pairs if prev is not None]
+        if not pairs:
+            return result
+        shallow = self._shallow()
         prevs = sorted({prev for prev, _ in pairs if prev})
         shas = {sha for _, sha in pairs}
         if bounded:
@@ -393,15 +425,17 @@ class History:
             graph = self._log(sorted(shas | set(prevs)), boundary)
         else:
             graph = self._whole_history(shas | set(prevs))
-        result: dict[tuple[str | None, str], Range] = {}
         for prev, sha in pairs:
-            if prev is None:
-                commit = graph.commits.get(sha)
-                if commit is None:  # sha is behind the boundary
-                    commit = self._log([sha], limit=1, topo=False).commits.get(sha)
-                result[(prev, sha)] = Range((commit,) if commit else (), first=True)
+            assert prev is not None
+            found = _walk(graph, sha, prev)
+            cut = next((node for node in found if node in shallow), None)
+            if cut is not None:
+                # The walk reached where this shallow clone's history stops: the range
+                # may go on beyond it, so it is not shown (nor kept) as if complete.
+                result[(prev, sha)] = Range(error=f"commits unavailable: this clone's history stops at "
+                                                  f"{short(cut)} (git fetch --unshallow)")
             else:
-                result[(prev, sha)] = Range(tuple(graph.commits[s] for s in _walk(graph, sha, prev)))
+                result[(prev, sha)] = Range(tuple(graph.commits[s] for s in found))
         return result
 
     def pending(self, branch: str | None, live_sha: str | None) -> Range:

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from backend import AndonError
+from backend.config import ENV_NAME
 from backend.models import (
     FINAL_STATUSES,
     INTERRUPTED,
@@ -550,7 +551,9 @@ class DeployLog:
     @_guard
     def environments(self) -> list[str]:
         with self._lock:
-            return [row[0] for row in self._conn.execute("SELECT DISTINCT env FROM deploys ORDER BY env")]
+            names = [row[0] for row in self._conn.execute("SELECT DISTINCT env FROM deploys ORDER BY env")]
+        # Another writer may have put anything in the file: only names andon accepts.
+        return [name for name in names if isinstance(name, str) and ENV_NAME.match(name)]
 
     @_guard
     def live(self, env: str) -> Deploy | None:

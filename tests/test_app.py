@@ -270,3 +270,79 @@ async def test_the_first_frame_already_shows_the_deploys(history) -> None:
         # git's part (pending commits) follows from a worker.
         assert commit_subjects(app.screen.query_one("#pending", CommitTable)) == [
             "change 5", "change 4", "change 3", "change 2"]
+
+
+async def test_a_new_environment_gets_a_tab_and_the_current_one_stays(history) -> None:
+    repo, db, shas = history
+    app = make_app(world_for(repo.path, db), poll_interval=0.05)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        await pilot.press("right_square_bracket")
+        await settle(pilot)
+        assert app.screen.env == "staging"
+        other = DeployLog.open(db)
+        other.record("canary", shas[5], "succeeded", who="ci", at=NOW)
+        other.close()
+        for _ in range(100):
+            await pilot.pause(0.05)
+            await settle(pilot)
+            if "canary" in app.screen.envs:
+                break
+        assert app.screen.envs == ["production", "staging", "canary"]
+        assert app.screen.env == "staging"
+        assert rows(app) == [shas[4][:7], shas[1][:7]]
+        await pilot.press("right_square_bracket")
+        await settle(pilot)
+        assert app.screen.env == "canary" and rows(app) == [shas[5][:7]]
+
+
+async def test_filter_text_is_never_markup(history) -> None:
+    repo, db, _ = history
+    app = make_app(world_for(repo.path, db))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        await pilot.press("slash")
+        await pilot.press(*"[/]")
+        await settle(pilot)
+        assert app.is_running
+        title = app.screen.query_one("#history").border_title
+        assert "[/]" in str(title)
+        assert rows(app) == []
+
+
+async def test_results_of_an_older_load_are_dropped(history) -> None:
+    repo, db, shas = history
+    app = make_app(world_for(repo.path, db))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        screen = app.screen
+        stale = screen._generation - 1
+        from tui.screens.main import DeploysLoaded
+
+        screen.post_message(DeploysLoaded("production", [], 0, None, generation=stale))
+        await settle(pilot)
+        assert rows(app) == [shas[1][:7]]
+
+
+async def test_redrawing_the_list_does_not_reload_the_selected_output(history, monkeypatch) -> None:
+    repo, db, _ = history
+    app = make_app(world_for(repo.path, db))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        screen = app.screen
+        asked: list[int] = []
+        monkeypatch.setattr(screen, "load_output", lambda deploy_id: asked.append(deploy_id))
+        screen.render_deploys()
+        screen.reload()
+        await settle(pilot)
+        assert asked == []
+
+
+async def test_no_environments_at_all_shows_how_to_start(repo: Repo, tmp_path: Path) -> None:
+    repo.commit("only")
+    world = world_for(repo.path, tmp_path / "new.db")
+    app = make_app(world, first=load_first_screen(world))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        assert app.screen.has_class("-empty")
+        assert "No environments yet" in str(app.screen.query_one("#empty", Static).render())

@@ -130,3 +130,39 @@ def test_a_deploy_keeps_its_range_when_it_finishes(repo: Repo, tmp_path: Path) -
         subprocess.run([*andon, "deploy", "--env", "prod", "--sha", sha, "--", sys.executable, "-c", "pass"],
                        check=True, capture_output=True)
     assert kept_ranges(db) == {("", first), (first, second)}
+
+
+def test_a_shallow_clone_never_keeps_a_cut_off_range(repo: Repo, tmp_path: Path) -> None:
+    # P, then a side branch F1..F5 merged as M: the range P..M holds six commits.
+    p = repo.commit("P")
+    repo.git("checkout", "-q", "-b", "feature")
+    for n in range(1, 6):
+        repo.commit(f"F{n}")
+    repo.git("checkout", "-q", "main")
+    repo.git("merge", "-q", "--no-ff", "-m", "M", "feature")
+    m = repo.head()
+    shallow = tmp_path / "shallow"
+    subprocess.run(["git", "clone", "-q", "--depth", "2", f"file://{repo.path}", str(shallow)], check=True)
+    db = tmp_path / "d.db"
+    log = DeployLog.open(db)
+    log.record("prod", p, "succeeded", who="ci", at=NOW - timedelta(hours=1))
+    log.record("prod", m, "succeeded", who="ci", at=NOW)
+    log.close()
+    world = resolve_world(shallow, db, None)
+    newest = log_entries(world)[0]
+    world.close()
+    assert newest["commits"] == [] and "history stops" in newest["commits_error"]
+    # The full clone then computes (and keeps) the real range.
+    world = resolve_world(repo.path, db, None)
+    assert [c["subject"] for c in log_entries(world)[0]["commits"]] == ["M", "F5", "F4", "F3", "F2", "F1"]
+    world.close()
+
+
+def test_whole_history_ranges_work_without_a_current_branch(repo: Repo, tmp_path: Path) -> None:
+    shas = [repo.commit(f"c{n}") for n in range(3)]
+    repo.git("checkout", "-q", "--orphan", "unborn")  # HEAD names a branch with no commits
+    from backend.history import History
+
+    history = History.discover(repo.path)
+    found = history._compute_batch([(shas[0], shas[2])], bounded=False)[(shas[0], shas[2])]
+    assert found.error is None and [c.subject for c in found.commits] == ["c2", "c1"]

@@ -6,8 +6,10 @@ from collections.abc import Iterable
 from functools import partial
 
 from textual.app import App, SystemCommand
+from textual.markup import escape
 from textual.screen import Screen
 
+from backend.text import clean_line
 from backend.world import World
 from tui.commands import ACTIONS
 from tui.first_screen import FirstScreen
@@ -24,7 +26,7 @@ class AndonApp(App[None]):
         self.poll_interval = poll_interval
         self.first = first
         root = world.history.root
-        self.sub_title = root.name if root else str(world.db_path)
+        self.sub_title = clean_line(root.name if root else str(world.db_path))
 
     def get_default_screen(self) -> MainScreen:
         # The dashboard is the first screen itself: no blank default screen to build first.
@@ -37,7 +39,9 @@ class AndonApp(App[None]):
                 if not action.action.startswith("app."):  # the app's own commands cover quitting
                     yield SystemCommand(action.title, action.help, partial(screen.run_action, action.action))
             for env in screen.envs:
-                yield SystemCommand(f"Show {env}", f"Switch to the {env} environment", partial(screen.switch_to, env))
+                # The palette reads titles as markup; a name from the log is data.
+                name = escape(env)
+                yield SystemCommand(f"Show {name}", f"Switch to the {name} environment", partial(screen.switch_to, env))
 
 
 def make_app(world: World, *, poll_interval: float = 0.5, first: FirstScreen | None = None) -> AndonApp:

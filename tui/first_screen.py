@@ -27,14 +27,14 @@ class FirstScreen:
     version: int | None = None
 
 
-def load_first_screen(world: World, env: str | None = None) -> FirstScreen:
-    """Environments, the first page of deploys of ``env`` (default: the first one), what is live."""
+def load_first_screen(world: World, env: str | None = None, *, limit: int = PAGE) -> FirstScreen:
+    """Environments, the first ``limit`` deploys of ``env`` (default: the first one), what is live."""
     log = world.log
     version = log.data_version()
     names = world.environments()
     chosen = env if env in names else (names[0] if names else None)
     if chosen is None:
         return FirstScreen(names, None, version=version)
-    deploys = log.deploys(chosen, limit=PAGE)
+    deploys = log.deploys(chosen, limit=limit)
     ranges = world.history.ranges([(d.prev_sha, d.sha) for d in deploys], compute=False)
     return FirstScreen(names, chosen, deploys, log.count(chosen), log.live(chosen), ranges, version)

@@ -37,10 +37,17 @@ if TYPE_CHECKING:
     from textual.widgets import Log
 
 
+# Every message from a loading worker carries the generation it was started in. A
+# new environment or a reload starts a new generation; results of an older one (a
+# worker that was still running, or a page that arrived late) are dropped, so stale
+# data can never overwrite newer data.
+
+
 @dataclass
 class EnvironmentsLoaded(Message):
     names: list[str]
     env: str | None  # the environment whose deploys come next
+    generation: int = 0
 
 
 @dataclass
@@ -50,12 +57,14 @@ class DeploysLoaded(Message):
     total: int
     live: Deploy | None
     append: bool = False
+    generation: int = 0
 
 
 @dataclass
 class RangesLoaded(Message):
     env: str
     ranges: dict[tuple[str | None, str], Range]
+    generation: int = 0
 
 
 @dataclass
@@ -63,6 +72,7 @@ class PendingLoaded(Message):
     env: str
     pending: Range
     branch: str | None
+    generation: int = 0
 
 
 @dataclass
@@ -78,6 +88,7 @@ class LogChanged(Message):
 @dataclass
 class LoadFailed(Message):
     reason: str
+    generation: int = 0
 
 
 class MainScreen(Screen[None]):
@@ -98,6 +109,7 @@ class MainScreen(Screen[None]):
         self.ranges: dict[tuple[str | None, str], Range] = {}
         self.selected: Deploy | None = None
         self._version: int | None = None
+        self._generation = 0
         self._loading_more = False
 
     # -- layout ------------------------------------------------------------------------
@@ -134,11 +146,11 @@ class MainScreen(Screen[None]):
         self.query_one("#output-box").border_title = "Output"
         self.query_one(DeployTable).focus()
         if self.first is None:
-            self.load_environments(select=None)
+            self.load_environments(None, PAGE, self._generation)
         else:
             self.show_first_screen(self.first)
-        self.set_interval(self.poll_interval, self.check_for_changes)
-        self.set_interval(60, self.render_deploys)  # ages ("3h") move on with the clock
+        self.set_interval(self.poll_interval, self.poll)
+        self.set_interval(60, self._show_selected)  # "(3h ago)" moves on with the clock
 
     @property
     def colours(self) -> dict[str, str]:
@@ -150,54 +162,67 @@ class MainScreen(Screen[None]):
         """Fill the screen from data read before it existed; git's part follows in a worker."""
         self._version = first.version
         self.on_environments_loaded(EnvironmentsLoaded(first.names, first.env))
+        if not first.names:
+            self._show_empty(None)
         if first.env is not None:
             self.ranges.update(first.ranges)  # the kept commit counts go into the first rows
             self.on_deploys_loaded(DeploysLoaded(first.env, first.deploys, first.total, first.live))
             # git starts after the first frame: its subprocesses would compete with it.
-            self.call_after_refresh(self.load_details, first.env, first.deploys, first.live)
+            self.call_after_refresh(self.load_details, first.env, first.deploys, first.live, self._generation)
+
+    def reload(self) -> None:
+        """Read everything shown again (someone wrote to the log, or `r`)."""
+        self._generation += 1
+        self.load_environments(self.env, max(PAGE, len(self.deploys)), self._generation)
 
     @work(thread=True, exclusive=True, group="load", exit_on_error=False)
-    def load_environments(self, select: str | None) -> None:
+    def load_environments(self, select: str | None, limit: int, generation: int) -> None:
         try:
-            first = load_first_screen(self.world, select)
+            first = load_first_screen(self.world, select, limit=limit)
         except AndonError as error:
-            self.post_message(LoadFailed(str(error)))
+            self.post_message(LoadFailed(str(error), generation))
             return
         self._version = first.version
-        self.post_message(EnvironmentsLoaded(first.names, first.env))
+        self.post_message(EnvironmentsLoaded(first.names, first.env, generation))
         if first.env is not None:
-            if select and len(self.deploys) > PAGE:  # a reload keeps what was loaded
-                self._load_deploys(first.env, 0, len(self.deploys))
-            else:
-                self.post_message(DeploysLoaded(first.env, first.deploys, first.total, first.live))
-                self._load_details(first.env, first.deploys, first.live, pending=True)
+            self.post_message(DeploysLoaded(first.env, first.deploys, first.total, first.live,
+                                            generation=generation))
+            self._load_details(first.env, first.deploys, first.live, generation, pending=True)
+
+    @work(thread=True, exclusive=True, group="details", exit_on_error=False)
+    def load_details(self, env: str, deploys: list[Deploy], live: Deploy | None, generation: int) -> None:
+        self._load_details(env, deploys, live, generation, pending=True)
 
     @work(thread=True, exclusive=True, group="load", exit_on_error=False)
-    def load_details(self, env: str, deploys: list[Deploy], live: Deploy | None) -> None:
-        self._load_details(env, deploys, live, pending=True)
+    def load_deploys(self, env: str, generation: int) -> None:
+        """The first page of a newly chosen environment."""
+        self._load_deploys(env, 0, PAGE, generation)
 
-    @work(thread=True, exclusive=True, group="load", exit_on_error=False)
-    def load_deploys(self, env: str, offset: int = 0, limit: int = PAGE) -> None:
-        self._load_deploys(env, offset, limit)
+    @work(thread=True, group="page", exit_on_error=False)
+    def load_page(self, env: str, offset: int, generation: int) -> None:
+        """The next page of older deploys, added below the ones shown."""
+        self._load_deploys(env, offset, PAGE, generation)
 
-    def _load_deploys(self, env: str, offset: int, limit: int) -> None:
+    def _load_deploys(self, env: str, offset: int, limit: int, generation: int) -> None:
         try:
             deploys = self.world.log.deploys(env, limit=limit, offset=offset)
             total = self.world.log.count(env)
             live = self.world.log.live(env)
         except AndonError as error:
-            self.post_message(LoadFailed(str(error)))
+            self.post_message(LoadFailed(str(error), generation))
             return
-        self.post_message(DeploysLoaded(env, deploys, total, live, append=offset > 0))
-        self._load_details(env, deploys, live, pending=offset == 0)
+        self.post_message(DeploysLoaded(env, deploys, total, live, append=offset > 0, generation=generation))
+        self._load_details(env, deploys, live, generation, pending=offset == 0)
 
-    def _load_details(self, env: str, deploys: list[Deploy], live: Deploy | None, *, pending: bool) -> None:
+    def _load_details(self, env: str, deploys: list[Deploy], live: Deploy | None, generation: int,
+                      *, pending: bool) -> None:
         # Commits second: the deploys are on screen before git is asked anything.
-        self.post_message(RangesLoaded(env, self.world.history.ranges([(d.prev_sha, d.sha) for d in deploys])))
+        found = self.world.history.ranges([(d.prev_sha, d.sha) for d in deploys])
+        self.post_message(RangesLoaded(env, found, generation))
         if pending:
             branch = self.world.history.branch(self.world.config.branch)
             waiting = self.world.history.pending(branch, live.sha if live else None)
-            self.post_message(PendingLoaded(env, waiting, branch))
+            self.post_message(PendingLoaded(env, waiting, branch, generation))
 
     @work(thread=True, exclusive=True, group="output", exit_on_error=False)
     def load_output(self, deploy_id: int) -> None:
@@ -211,50 +236,46 @@ class MainScreen(Screen[None]):
         try:
             version = self.world.log.data_version()
         except AndonError as error:
-            self.post_message(LoadFailed(str(error)))
+            self.post_message(LoadFailed(str(error), self._generation))
             return
         if version != self._version:
             self._version = version
             self.post_message(LogChanged())
 
-    def check_for_changes(self) -> None:
-        self.poll()
-
     # -- results --------------------------------------------------------------------------
 
     def on_environments_loaded(self, message: EnvironmentsLoaded) -> None:
-        if message.names == self.envs:
+        if message.generation != self._generation:
             return
-        self.envs = message.names
+        # Environments only ever appear (deploy rows are never deleted): new ones get a
+        # tab at the end, and the tab that is active stays active.
+        new = [name for name in message.names if name not in self.envs]
+        if not new:
+            return
         if self.env is None and message.env is not None:
-            # Choose the environment before the tabs exist, so the first tab's own
+            # Choose the environment before its tab exists, so the first tab's own
             # activation is recognised as no change rather than loading it twice.
             self.set_reactive(MainScreen.env, message.env)
         tabs = self.query_one(Tabs)
-        current = self.env
-        tabs.clear()
-        for index, name in enumerate(message.names):
-            tabs.add_tab(Tab(Content(name), id=f"env-{index}"))
-        if not message.names:
-            self._show_empty(None)
-        elif current in message.names:
-            tabs.active = f"env-{message.names.index(current)}"
+        for name in new:
+            tabs.add_tab(Tab(Content(name), id=f"env-{len(self.envs)}"))
+            self.envs.append(name)
 
     def on_deploys_loaded(self, message: DeploysLoaded) -> None:
-        if message.env != self.env and self.env is not None:
+        if message.generation != self._generation or message.env != self.env:
+            if message.append:
+                self._loading_more = False
             return
-        if self.env is None:
-            self.set_reactive(MainScreen.env, message.env)
-            self.query_one(Tabs).active = f"env-{self.envs.index(message.env)}" if message.env in self.envs else ""
         self.total = message.total
         self.live = message.live
         self._loading_more = False
+        self.query_one("#problem").display = False  # whatever went wrong before is over
         if message.append:
             known = {d.id for d in self.deploys}
             new = [d for d in message.deploys if d.id not in known]
             self.deploys += new
             if not self.filter_text:
-                self.query_one(DeployTable).append(new, self.ranges, self.app_clock(), self.colours)
+                self.query_one(DeployTable).append(new, self.ranges, self.colours)
             else:
                 self.render_deploys()
         else:
@@ -263,7 +284,7 @@ class MainScreen(Screen[None]):
         self._update_titles()
 
     def on_ranges_loaded(self, message: RangesLoaded) -> None:
-        if message.env != self.env:
+        if message.generation != self._generation or message.env != self.env:
             return
         self.ranges.update(message.ranges)
         self.query_one(DeployTable).set_counts(self.deploys, self.ranges)
@@ -272,17 +293,17 @@ class MainScreen(Screen[None]):
         self._show_selected()
 
     def on_pending_loaded(self, message: PendingLoaded) -> None:
-        if message.env != self.env:
+        if message.generation != self._generation or message.env != self.env:
             return
         table = self.query_one("#pending", CommitTable)
         table.show(message.pending)
         branch = (message.branch or "?").removeprefix("refs/heads/")
         if message.pending.error:
-            table.border_title = f"Pending: {message.pending.error}"
+            table.border_title = Content(f"Pending: {message.pending.error}")
         else:
             count = message.pending.count or 0
             listed = f" (newest {len(message.pending.commits)} listed)" if message.pending.truncated else ""
-            table.border_title = (
+            table.border_title = Content(
                 f"Pending: {count} commit{'s' if count != 1 else ''} on {branch} not yet live in {message.env}{listed}"
             )
 
@@ -304,9 +325,10 @@ class MainScreen(Screen[None]):
         output.scroll_end(animate=False)
 
     def on_log_changed(self, _: LogChanged) -> None:
-        self.load_environments(select=self.env)
+        self.reload()
 
     def on_load_failed(self, message: LoadFailed) -> None:
+        self._loading_more = False  # a failed page may be asked for again
         problem = self.query_one("#problem", Static)
         problem.update(Content(message.reason))
         problem.display = True
@@ -333,12 +355,16 @@ class MainScreen(Screen[None]):
         table = self.query_one(DeployTable)
         keep = self.selected.id if self.selected else None
         shown = self.visible_deploys()
-        table.show(shown, self.ranges, self.app_clock(), self.colours, keep)
+        table.show(shown, self.ranges, self.colours, keep)
+        if self.selected is not None:
+            # The same deploy, as just read (a running one may have finished).
+            self.selected = next((d for d in shown if d.id == self.selected.id), self.selected)
+            self._show_selected()
         if not self.deploys:
             self._show_empty(self.env)
         else:
             self.remove_class("-empty")
-        self._update_titles()
+        self._update_titles(len(shown))
 
     def _show_empty(self, env: str | None) -> None:
         self.add_class("-empty")
@@ -352,15 +378,15 @@ class MainScreen(Screen[None]):
                     "your history with andon import (JSON lines on standard input).")
         self.query_one("#empty", Static).update(Content(text))
 
-    def _update_titles(self) -> None:
+    def _update_titles(self, shown: int | None = None) -> None:
         history = self.query_one("#history")
         env = self.env or ""
-        shown = len(self.visible_deploys())
         loaded = len(self.deploys)
         title = f"Deploys to {env}" if env else "Deploys"
         if self.filter_text:
-            title += f" · {shown} match “{self.filter_text}”"
-        history.border_title = title
+            matches = len(self.visible_deploys()) if shown is None else shown
+            title += f" · {matches} match “{self.filter_text}”"
+        history.border_title = Content(title)  # the filter text is the user's: never markup
         history.border_subtitle = f"{loaded} of {self.total}" if loaded < self.total else f"{self.total}"
         if self.live:
             self.sub_title = f"{self.app.sub_title} · {env}: live {self.live.short_sha} since {when(self.live.started_at)}"
@@ -378,7 +404,7 @@ class MainScreen(Screen[None]):
             commits.clear()
             detail.border_title = "Deploy"
             return
-        detail.border_title = f"Deploy #{deploy.id}"
+        detail.border_title = Content(f"Deploy #{deploy.id}")
         found = self.ranges.get((deploy.prev_sha, deploy.sha))
         took = duration(deploy.started_at, deploy.finished_at)
         lines = [
@@ -405,7 +431,7 @@ class MainScreen(Screen[None]):
         if found is None:
             commits.border_title = "Commits: loading…"
         elif found.error:
-            commits.border_title = found.error
+            commits.border_title = Content(found.error)
         elif found.first:
             commits.border_title = "Commits: first deploy here, only its own commit is shown"
         else:
@@ -423,15 +449,22 @@ class MainScreen(Screen[None]):
     def watch_env(self, env: str | None) -> None:
         if env is None:
             return
+        self._generation += 1
         self.deploys = []
+        self.total = 0
+        self.live = None
         self.selected = None
         self.ranges = {}
+        self._loading_more = False
         self.query_one(DeployTable).clear()
-        self.query_one("#pending", CommitTable).clear()
+        pending = self.query_one("#pending", CommitTable)
+        pending.clear()
+        pending.border_title = "Pending"
         if output := self._output():
             output.clear()
         self._show_selected()
-        self.load_deploys(env)
+        self._update_titles()
+        self.load_deploys(env, self._generation)
 
     @on(RowList.RowHighlighted, "#deploys")
     def _deploy_highlighted(self, event: RowList.RowHighlighted) -> None:
@@ -449,9 +482,12 @@ class MainScreen(Screen[None]):
         self._show_selected()
         table = self.query_one(DeployTable)
         near_end = event.cursor_row >= table.row_count - 5
-        if near_end and len(self.deploys) < self.total and not self._loading_more and self.env:
+        # While filtering, a few matches are "near the end": paging then would load the
+        # whole log page by page, so only the unfiltered list pages.
+        if (near_end and not self.filter_text and len(self.deploys) < self.total
+                and not self._loading_more and self.env):
             self._loading_more = True
-            self.load_deploys(self.env, len(self.deploys), PAGE)
+            self.load_page(self.env, len(self.deploys), self._generation)
 
     def watch_filter_text(self, _: str) -> None:
         if self.is_mounted:
@@ -505,7 +541,7 @@ class MainScreen(Screen[None]):
         self.query_one(Tabs).action_previous_tab()
 
     def action_refresh(self) -> None:
-        self.load_environments(select=self.env)
+        self.reload()
 
     def action_toggle_output(self) -> None:
         self.toggle_class("-no-output")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from rich.text import Text
 
 from backend.history import Range
@@ -28,15 +26,13 @@ class DeployTable(RowList):
         super().__init__(COLUMNS, zebra=True, id=id)
 
     def show(self, deploys: list[Deploy], ranges: dict[tuple[str | None, str], Range],
-             now: datetime, colours: dict[str, str], keep: int | None) -> None:
+             colours: dict[str, str], keep: int | None) -> None:
         """Replace the rows, keeping the cursor on deploy ``keep`` when it is still shown."""
-        self.clear()
-        self.append(deploys, ranges, now, colours)
-        if keep is not None and str(keep) in self.rows:
-            self.move_cursor(row=self.get_row_index(str(keep)))
+        self.replace([(str(d.id), self._row(d, ranges.get((d.prev_sha, d.sha)), colours)) for d in deploys],
+                     keep=None if keep is None else str(keep))
 
     def append(self, deploys: list[Deploy], ranges: dict[tuple[str | None, str], Range],
-               now: datetime, colours: dict[str, str]) -> None:
+               colours: dict[str, str]) -> None:
         self.add_rows([(str(d.id), self._row(d, ranges.get((d.prev_sha, d.sha)), colours)) for d in deploys])
 
     def set_counts(self, deploys: list[Deploy], ranges: dict[tuple[str | None, str], Range]) -> None:

@@ -80,6 +80,7 @@ class RowList(ScrollView, can_focus=True):
         self._cells: list[list[Text]] = []
         self._lines: list[list[Segment] | None] = []  # built when a row is first drawn
         self._index: dict[str, int] = {}
+        self._highlighted: str | None = None  # the row last announced with RowHighlighted
         self._row_width = sum(c.width + 2 for c in self.columns)
         self._header = self._segments([Text(c.label) for c in self.columns])
 
@@ -95,22 +96,32 @@ class RowList(ScrollView, can_focus=True):
 
     def clear(self) -> None:
         self._keys, self._cells, self._lines, self._index = [], [], [], {}
+        self._highlighted = None
         self.set_reactive(RowList.cursor_row, 0)
         self._resized()
 
-    def add_rows(self, rows: Sequence[tuple[str, Sequence[Text]]]) -> None:
-        highlight = not self._keys and bool(rows)
+    def replace(self, rows: Sequence[tuple[str, Sequence[Text]]], *, keep: str | None = None) -> None:
+        """New rows, the cursor on ``keep`` if it is among them (else the first row).
+
+        The cursor's row is announced only if it is another row than before, so
+        redrawing the same list does not look like the user moving.
+        """
+        self._keys, self._cells, self._lines, self._index = [], [], [], {}
+        self.set_reactive(RowList.cursor_row, 0)
+        self.add_rows(rows, announce=False)
+        if self._keys:
+            self.cursor_row = self._index.get(keep, 0) if keep is not None else 0
+
+    def add_rows(self, rows: Sequence[tuple[str, Sequence[Text]]], *, announce: bool = True) -> None:
+        first = not self._keys and bool(rows)
         for key, cells in rows:
             self._index[key] = len(self._keys)
             self._keys.append(key)
             self._cells.append(list(cells))
             self._lines.append(None)
         self._resized()
-        if highlight:
+        if first and announce:
             self.cursor_row = 0
-
-    def add_row(self, *cells: Text, key: str) -> None:
-        self.add_rows([(key, cells)])
 
     def get_row_at(self, index: int) -> list[Text]:
         return self._cells[index]
@@ -125,9 +136,9 @@ class RowList(ScrollView, can_focus=True):
             return
         self._cells[index][position] = value
         self._lines[index] = None
-        self.refresh_line(index + 1 - self.scroll_offset.y)
+        self.refresh_line(index + 1)  # refresh_line takes the scroll offset into account
 
-    def move_cursor(self, *, row: int, scroll: bool = True) -> None:
+    def move_cursor(self, *, row: int) -> None:
         self.cursor_row = max(0, min(row, self.row_count - 1))
 
     def _segments(self, cells: Sequence[Text]) -> list[Segment]:
@@ -209,7 +220,10 @@ class RowList(ScrollView, can_focus=True):
             self.scroll_to(y=new, animate=False, immediate=True)
         elif new >= top + rows:
             self.scroll_to(y=new - rows + 1, animate=False, immediate=True)
-        self.post_message(self.RowHighlighted(self, new, self._keys[new]))
+        key = self._keys[new]
+        if key != self._highlighted:
+            self._highlighted = key
+            self.post_message(self.RowHighlighted(self, new, key))
 
     def action_cursor(self, step: int) -> None:
         if self.row_count:
