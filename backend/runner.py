@@ -80,6 +80,16 @@ def substitute(argv: Sequence[str], values: Mapping[str, str]) -> list[str]:
     return result
 
 
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class Runner:
     """Runs one command. ``stop(reason)`` may be called from a signal handler at any time:
     before the command starts (it then never starts), while it runs, or after."""
@@ -87,6 +97,7 @@ class Runner:
     def __init__(self) -> None:
         self._process: subprocess.Popen[bytes] | None = None
         self._stopped: str | None = None
+        self._stopped_at = 0.0
 
     def run(
         self,
@@ -172,15 +183,17 @@ class Runner:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             try:
-                wait = None if deadline is None else max(0.0, deadline - time.monotonic())
-                process.wait(timeout=wait if wait is None else min(wait, 0.2))
+                process.wait(timeout=0.2)  # short waits: a signal handler's stop() is seen soon
                 break
             except subprocess.TimeoutExpired:
                 if deadline is not None and time.monotonic() >= deadline:
                     self.stop("timeout")
-        # The group may outlive the leader (a backgrounded grandchild holding the
-        # pipe); once andon has decided to stop, make sure nothing is left.
         if self._stopped:
+            # The rest of the group gets the same grace as the leader to finish on
+            # SIGTERM; whatever is still there after it is killed.
+            end = self._stopped_at + STOP_GRACE
+            while time.monotonic() < end and _group_alive(process.pid):
+                time.sleep(0.05)
             self._kill_group(process.pid, signal.SIGKILL)
         # A grandchild left running in the background may keep the pipe open
         # for ever: read what comes soon after the command ends, then move on.
@@ -202,17 +215,19 @@ class Runner:
         if self._stopped:
             return
         self._stopped = reason
+        self._stopped_at = time.monotonic()
         process = self._process
         if process is None:
             return
         self._kill_group(process.pid, signal.SIGTERM)
 
         def escalate() -> None:
+            # Only a leader that ignores SIGTERM is killed from here; once it has
+            # exited, run() gives the rest of its group the same grace.
             try:
                 process.wait(timeout=STOP_GRACE)
             except subprocess.TimeoutExpired:
-                pass
-            self._kill_group(process.pid, signal.SIGKILL)
+                self._kill_group(process.pid, signal.SIGKILL)
 
         threading.Thread(target=escalate, name="andon-stop", daemon=True).start()
 

@@ -318,3 +318,48 @@ def test_a_character_split_across_two_writes_is_not_mangled(char: str) -> None:
     )
     result = Runner().run([PY, "-c", code])
     assert result.output == char + "\n"
+
+
+def test_waiting_out_a_stubborn_command_does_not_spin(tmp_path: Path) -> None:
+    """After the timeout, andon waits for SIGTERM's grace without burning a core."""
+    import resource
+
+    stubborn = script(tmp_path, "stubborn.py", (
+        "import signal, time\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(60)\n"
+    ))
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    result = Runner().run(stubborn, timeout=0.5)
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    assert result.stopped == "timeout"
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    assert cpu < 2.0, f"{cpu:.2f}s of CPU while waiting about {runner_module.STOP_GRACE}s"
+
+
+def test_the_whole_group_gets_the_grace_to_clean_up(tmp_path: Path) -> None:
+    """A child still cleaning up after SIGTERM is not killed the moment its parent exits."""
+    cleaned = tmp_path / "cleaned"
+    child = tmp_path / "child.py"
+    child.write_text(
+        "import signal, sys, time\n"
+        "def done(*_):\n"
+        "    time.sleep(1)\n"
+        f"    open({str(cleaned)!r}, 'w').write('yes')\n"
+        "    sys.exit(0)\n"
+        "signal.signal(signal.SIGTERM, done)\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    parent = script(tmp_path, "parent.py", (
+        "import subprocess, sys, time\n"
+        f"subprocess.Popen([sys.executable, {str(child)!r}])\n"
+        "time.sleep(60)\n"
+    ))
+    runner = Runner()
+    ready = threading.Event()
+    threading.Timer(1.5, lambda: (runner.stop("SIGTERM"), ready.set())).start()
+    result = runner.run(parent)
+    assert ready.is_set() and result.stopped == "SIGTERM"
+    assert cleaned.read_text() == "yes"
