@@ -85,10 +85,18 @@ MIGRATIONS: list[str] = [
     CREATE INDEX events_at ON events(at, id);
     CREATE TRIGGER deploys_append_only BEFORE DELETE ON deploys
     BEGIN SELECT RAISE(ABORT, 'the deploy log is append-only'); END;
+    CREATE TRIGGER deploys_known_status BEFORE INSERT ON deploys
+    WHEN NEW.status NOT IN ('running', 'succeeded', 'failed', 'interrupted', 'unhealthy')
+    BEGIN SELECT RAISE(ABORT, 'unknown deploy status'); END;
     CREATE TRIGGER deploys_finish_once BEFORE UPDATE ON deploys
-    WHEN OLD.status != 'running' OR NEW.id != OLD.id OR NEW.env != OLD.env
-      OR NEW.sha != OLD.sha OR NEW.started_at != OLD.started_at
-    BEGIN SELECT RAISE(ABORT, 'a finished deploy cannot change'); END;
+    WHEN OLD.status != 'running'
+      OR NEW.status NOT IN ('succeeded', 'failed', 'interrupted', 'unhealthy')
+      OR NEW.id IS NOT OLD.id OR NEW.env IS NOT OLD.env OR NEW.sha IS NOT OLD.sha
+      OR NEW.prev_sha IS NOT OLD.prev_sha OR NEW.who IS NOT OLD.who
+      OR NEW.trigger IS NOT OLD.trigger OR NEW.reason IS NOT OLD.reason
+      OR NEW.started_at IS NOT OLD.started_at OR NEW.reverts IS NOT OLD.reverts
+      OR NEW.pid IS NOT OLD.pid OR NEW.host IS NOT OLD.host
+    BEGIN SELECT RAISE(ABORT, 'a deploy changes once: from running to its final status'); END;
     CREATE TRIGGER events_no_delete BEFORE DELETE ON events
     BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
     CREATE TRIGGER events_no_update BEFORE UPDATE ON events
@@ -260,6 +268,8 @@ class DeployLog:
     def _migrate(self) -> None:
         with self._immediate():
             version = self._conn.execute("PRAGMA user_version").fetchone()[0]
+            if version >= SCHEMA_VERSION:  # another andon (maybe a newer one) got here first
+                return
             for number in range(version, SCHEMA_VERSION):
                 for statement in _split_sql(MIGRATIONS[number]):
                     self._conn.execute(statement)

@@ -259,14 +259,30 @@ def test_deploys_cannot_be_deleted(tmp_path: Path, log: DeployLog) -> None:
 def test_a_finished_deploy_cannot_be_updated_again(log: DeployLog) -> None:
     started = log.start("production", sha(1), who="ada")
     log.finish(started.id, FAILED, exit_code=2, output="boom\n")
-    with raw(log.path) as other, pytest.raises(sqlite3.DatabaseError, match="cannot change"):
+    with raw(log.path) as other, pytest.raises(sqlite3.DatabaseError, match="changes once"):
         other.execute("UPDATE deploys SET status = 'succeeded' WHERE id = ?", (started.id,))
     assert log.get(started.id).status == FAILED
 
 
+@pytest.mark.parametrize("change", [
+    "who = 'mallory'", "reason = 'rewritten'", "trigger = 'rollback'", "prev_sha = 'x'",
+    "reverts = 1", "status = 'running'", "status = 'whatever'", "started_at = '2000-01-01'",
+])
+def test_a_running_deploy_can_only_change_to_its_final_status(log: DeployLog, change: str) -> None:
+    started = log.start("production", sha(1), who="ada", reason="ship it")
+    with raw(log.path) as other, pytest.raises(sqlite3.DatabaseError, match="changes once"):
+        other.execute(f"UPDATE deploys SET {change} WHERE id = ?", (started.id,))
+    assert log.get(started.id) == started
+
+
+def test_a_deploy_with_an_unknown_status_cannot_be_written(log: DeployLog) -> None:
+    with raw(log.path) as other, pytest.raises(sqlite3.DatabaseError, match="unknown deploy status"):
+        other.execute("INSERT INTO deploys (env, sha, status, started_at) VALUES ('p', 'x', 'weird', 't')")
+
+
 def test_a_running_deploy_keeps_its_identity(log: DeployLog) -> None:
     started = log.start("production", sha(1), who="ada")
-    with raw(log.path) as other, pytest.raises(sqlite3.DatabaseError, match="cannot change"):
+    with raw(log.path) as other, pytest.raises(sqlite3.DatabaseError, match="changes once"):
         other.execute("UPDATE deploys SET sha = ? WHERE id = ?", (sha(2), started.id))
     assert log.get(started.id).sha == sha(1)
 
@@ -458,10 +474,14 @@ def test_a_running_deploy_whose_process_died_reads_as_interrupted(log: DeployLog
 
 
 def test_a_running_deploy_on_another_host_is_not_judged_by_local_pids(log: DeployLog) -> None:
-    started = log.start("production", sha(1), who="ada", pid=dead_pid())
-    with raw(log.path) as other:
-        other.execute("UPDATE deploys SET host = 'some-other-host' WHERE id = ?", (started.id,))
-    assert log.get(started.id).status == RUNNING
+    with raw(log.path) as other:  # written by an andon on another machine sharing the file
+        cursor = other.execute(
+            "INSERT INTO deploys (env, sha, status, started_at, pid, host)"
+            " VALUES ('production', ?, 'running', '2030-01-01T00:00:00.000000Z', ?, 'some-other-host')",
+            (sha(1), dead_pid()),
+        )
+        deploy_id = cursor.lastrowid
+    assert log.get(deploy_id).status == RUNNING
 
 
 def test_text_written_by_another_writer_is_neutralised_when_read(log: DeployLog) -> None:
