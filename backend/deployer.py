@@ -53,7 +53,8 @@ def deploy(
         result = runner.run(argv, cwd=world.history.root, env=child_env, timeout=settings.timeout,
                             on_output=on_output)
     except RunError as error:
-        world.log.finish(started.id, FAILED, exit_code=127, output=str(error) + "\n")
+        world.log.finish(started.id, FAILED, exit_code=error.exit_code, output=str(error) + "\n")
+        world.keep_ranges([started])
         raise
     except BaseException:
         world.log.finish(started.id, INTERRUPTED, exit_code=None, output="andon stopped unexpectedly\n")

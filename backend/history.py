@@ -177,6 +177,10 @@ class History:
         except FileNotFoundError:
             raise GitError("git is not installed (andon needs the git command)") from None
         if done.returncode != 0:
+            bare = subprocess.run(["git", "-C", str(path), "rev-parse", "--is-bare-repository"],
+                                  capture_output=True, env=_git_env(), check=False)
+            if decode(bare.stdout).strip() == "true":
+                raise GitError(f"{path} is a bare repository: andon needs a clone with a working tree")
             raise GitError(f"{path} is not inside a git repository (use --repo)")
         lines = decode(done.stdout).splitlines()
         if len(lines) != 2:
@@ -438,11 +442,14 @@ class History:
                 result[(prev, sha)] = Range(tuple(graph.commits[s] for s in found))
         return result
 
-    def pending(self, branch: str | None, live_sha: str | None) -> Range:
+    def pending(self, branch: str | None, live_sha: str | None, configured: str | None = None) -> Range:
         """Commits on the deploy branch that are not live yet (at most PENDING_LIMIT listed)."""
         if self.root is None:
             return Range(error="pending commits unavailable: not in a git repository")
         if branch is None:
+            if configured:
+                return Range(error=f"pending commits unavailable: the deploy branch {clean_line(configured)!r} "
+                                   "is not in this clone (check branch in andon.toml)")
             return Range(error="pending commits unavailable: the deploy branch has no commits yet")
         if live_sha and not self.existing([live_sha]):
             return Range(error=f"pending commits unavailable: {short(live_sha)} is not in this clone")

@@ -73,7 +73,7 @@ def status(world: World) -> list[dict[str, Any]]:
     for env in world.environments():
         live = world.log.live(env)
         latest = world.log.deploys(env, limit=1)
-        pending = world.history.pending(branch, live.sha if live else None)
+        pending = world.history.pending(branch, live.sha if live else None, world.config.branch)
         result.append({
             "env": env,
             "line": "running",

@@ -26,7 +26,11 @@ DRAIN_AFTER_EXIT = 2.0  # seconds to keep reading output after the command exits
 
 
 class RunError(AndonError):
-    pass
+    """The command could not be started; ``exit_code`` is what a shell would have said."""
+
+    def __init__(self, message: str, exit_code: int = 127) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 class BoundedOutput:
@@ -126,7 +130,7 @@ class Runner:
         except FileNotFoundError:
             raise RunError(f"cannot run {argv[0]!r}: no such file or command") from None
         except PermissionError:
-            raise RunError(f"cannot run {argv[0]!r}: permission denied (is it executable?)") from None
+            raise RunError(f"cannot run {argv[0]!r}: permission denied (is it executable?)", 126) from None
         except OSError as error:
             raise RunError(f"cannot run {argv[0]!r}: {error.strerror}") from None
         self._process = process

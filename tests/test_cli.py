@@ -215,10 +215,17 @@ def test_deploy_exits_with_the_commands_exit_code_and_records_failure(repo: Repo
 
 def test_deploy_of_a_command_that_cannot_start_is_recorded_failed(repo: Repo, tmp_path: Path) -> None:
     repo.commit("first")
-    line = fails("deploy", "--env", "staging", "--", tmp_path / "no-such-deploy.sh", "{sha}", cwd=repo.path)
+    # andon exits as a shell would for a command it cannot run: 127 (126: not executable)
+    line = fails("deploy", "--env", "staging", "--", tmp_path / "no-such-deploy.sh", "{sha}", cwd=repo.path,
+                 code=127)
     assert "no-such-deploy.sh" in line and "no such file" in line
     [entry] = deploys(repo.path)
     assert (entry["status"], entry["exit_code"]) == ("failed", 127)
+    not_executable = tmp_path / "deploy.sh"
+    not_executable.write_text("echo hi\n")
+    line = fails("deploy", "--env", "staging", "--", not_executable, cwd=repo.path, code=126)
+    assert "permission denied" in line
+    assert deploys(repo.path)[0]["exit_code"] == 126
 
 
 def test_deploy_trigger_and_reason_are_recorded(repo: Repo, scripts: Path) -> None:
@@ -929,3 +936,18 @@ def test_repo_option_naming_a_plain_directory_says_so(tmp_path: Path) -> None:
     plain.mkdir()
     line = fails("status", "--repo", plain, cwd=tmp_path)
     assert line == f"andon: error: --repo {plain}: {plain} is not inside a git repository"
+
+
+def test_a_bare_repository_is_named_as_such(tmp_path: Path) -> None:
+    bare = tmp_path / "bare.git"
+    subprocess.run(["git", "init", "-q", "--bare", str(bare)], check=True)
+    line = fails("status", "--repo", bare, cwd=tmp_path)
+    assert "is a bare repository" in line
+
+
+def test_a_misspelled_deploy_branch_is_named_in_status(repo: Repo) -> None:
+    head = repo.commit("first")
+    (repo.path / "andon.toml").write_text('branch = "mian"\n')
+    ok("record", "--env", "production", "--sha", head, "--status", "succeeded", cwd=repo.path)
+    [env] = json.loads(ok("status", "--json", cwd=repo.path).out)["environments"]
+    assert "'mian' is not in this clone" in env["pending_error"]

@@ -121,7 +121,7 @@ def _dump(data: Any) -> None:
 
 def cmd_deploy(args: argparse.Namespace) -> int:
     from backend.deployer import deploy
-    from backend.runner import Runner
+    from backend.runner import RunError, Runner
 
     command = list(args.cmd)
     if command and command[0] == "--":
@@ -143,6 +143,9 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     try:
         outcome = deploy(world, args.env, args.sha, command=command or None, runner=runner,
                          on_output=show, trigger=args.trigger, reason=args.reason)
+    except RunError as error:  # recorded as failed; exit as a shell would (127, 126)
+        print(f"andon: error: {error}", file=sys.stderr)
+        return error.exit_code
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

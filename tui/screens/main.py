@@ -221,7 +221,7 @@ class MainScreen(Screen[None]):
         self.post_message(RangesLoaded(env, found, generation))
         if pending:
             branch = self.world.history.branch(self.world.config.branch)
-            waiting = self.world.history.pending(branch, live.sha if live else None)
+            waiting = self.world.history.pending(branch, live.sha if live else None, self.world.config.branch)
             self.post_message(PendingLoaded(env, waiting, branch, generation))
 
     @work(thread=True, exclusive=True, group="output", exit_on_error=False)
