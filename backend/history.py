@@ -72,7 +72,7 @@ class Range:
     @property
     def commits(self) -> tuple[Commit, ...]:
         if self._commits is None:
-            self._commits = tuple(Commit(**item) for item in json.loads(self._json or "[]"))
+            self._commits = _commits_from_json(self._json or "[]")
         return self._commits
 
     def commits_json(self) -> str:
@@ -98,6 +98,20 @@ class Range:
 
     def __repr__(self) -> str:
         return f"Range(count={self.count}, error={self.error!r}, first={self.first})"
+
+
+def _commits_from_json(text: str) -> tuple[Commit, ...]:
+    """Commits kept in the log, read back as untrusted text (cleaned; malformed entries dropped)."""
+    try:
+        items = json.loads(text)
+    except ValueError:
+        return ()
+    commits = []
+    for item in items if isinstance(items, list) else ():
+        if isinstance(item, dict) and all(isinstance(item.get(k), str) for k in ("sha", "author", "date", "subject")):
+            commits.append(Commit(clean_line(item["sha"]), clean_line(item["author"]),
+                                  clean_line(item["date"]), clean_line(item["subject"])))
+    return tuple(commits)
 
 
 class RangeCache(Protocol):
@@ -159,6 +173,7 @@ class History:
         self.root = root
         self.git_dir = git_dir
         self.cache: RangeCache | None = None  # set once the deploy log is open
+        self._branches: dict[str | None, str] = {}
         self._cache: dict[tuple[str | None, str], Range] = {}
         self._lock = threading.Lock()
 
@@ -241,9 +256,22 @@ class History:
         return {sha for sha, full in found.items() if full == sha}
 
     def branch(self, configured: str | None) -> str | None:
-        """The deploy branch as a ref git knows: configured, else origin's HEAD, else the current one."""
+        """The deploy branch as a ref git knows: configured, else origin's HEAD, else the current one.
+
+        The ref found is remembered and only checked again next time (one git call,
+        not up to five), and looked for anew if it has gone.
+        """
         if self.root is None:
             return None
+        known = self._branches.get(configured)
+        if known is not None and self._resolves(known):
+            return known
+        found = self._find_branch(configured)
+        if found is not None:
+            self._branches[configured] = found
+        return found
+
+    def _find_branch(self, configured: str | None) -> str | None:
         candidates: list[str] = []
         if configured:
             candidates += [f"refs/heads/{configured}", f"refs/remotes/origin/{configured}", configured]
@@ -255,11 +283,11 @@ class History:
             if done.returncode == 0:
                 candidates.append(decode(done.stdout).strip())
             candidates += ["refs/heads/main", "refs/heads/master"]
-        for candidate in candidates:
-            done = self._run("rev-parse", "--verify", "--quiet", "--end-of-options", f"{candidate}^{{commit}}")
-            if done.returncode == 0:
-                return candidate
-        return None
+        return next((candidate for candidate in candidates if self._resolves(candidate)), None)
+
+    def _resolves(self, ref: str) -> bool:
+        done = self._run("rev-parse", "--verify", "--quiet", "--end-of-options", f"{ref}^{{commit}}")
+        return done.returncode == 0
 
     # -- commits -----------------------------------------------------------------------
 

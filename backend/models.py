@@ -14,7 +14,6 @@ UNHEALTHY = "unhealthy"
 STATUSES = (RUNNING, SUCCEEDED, FAILED, INTERRUPTED, UNHEALTHY)
 FINAL_STATUSES = (SUCCEEDED, FAILED, INTERRUPTED, UNHEALTHY)
 
-TRIGGERS = ("ci", "manual", "rollback", "auto-rollback", "import")
 
 
 def utc_now() -> datetime:

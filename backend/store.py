@@ -475,7 +475,9 @@ class DeployLog:
                     row = execute(
                         "SELECT first, count, commits FROM ranges WHERE prev_sha = ? AND sha = ?", (prev or "", sha)
                     ).fetchone()
-                    if row is not None:
+                    # Only andon writes this table; a row that is not a JSON array (a
+                    # damaged file, another tool) is ignored and computed again.
+                    if row is not None and isinstance(row[2], str) and row[2][:1] == "[" and row[2][-1:] == "]":
                         found[(prev, sha)] = (bool(row[0]), int(row[1]), row[2])
         except sqlite3.Error:
             return {}

@@ -166,3 +166,21 @@ def test_whole_history_ranges_work_without_a_current_branch(repo: Repo, tmp_path
     history = History.discover(repo.path)
     found = history._compute_batch([(shas[0], shas[2])], bounded=False)[(shas[0], shas[2])]
     assert found.error is None and [c.subject for c in found.commits] == ["c2", "c1"]
+
+
+def test_kept_ranges_are_read_back_as_untrusted_text(repo: Repo, tmp_path: Path) -> None:
+    db = tmp_path / "d.db"
+    shas = two_deploys(repo, db)
+    world = resolve_world(repo.path, db, None)
+    log_entries(world)  # computes and keeps both ranges
+    world.close()
+    conn = sqlite3.connect(db, isolation_level=None)
+    planted = json.dumps([{"sha": shas[3], "author": "\x1b]0;pwned\x07eve", "date": "2026", "subject": "\x1b[2Jx"}])
+    conn.execute("UPDATE ranges SET commits = ? WHERE sha = ?", (planted, shas[3]))
+    conn.execute("UPDATE ranges SET commits = 'not json' WHERE sha = ?", (shas[0],))
+    conn.close()
+    world = resolve_world(repo.path, db, None)
+    newest, first = log_entries(world)
+    world.close()
+    assert newest["commits"] == [{"sha": shas[3], "author": "eve", "date": "2026", "subject": "x"}]
+    assert [c["subject"] for c in first["commits"]] == ["change 0"]  # ignored, computed again
