@@ -77,6 +77,11 @@ class Range:
 
     def commits_json(self) -> str:
         """The commits as a JSON array (what `andon log --json` prints)."""
+        if self._json is not None and "\\u" in self._json and self._commits is None:
+            # andon writes no \u escapes (control characters are removed before); text
+            # that has them came from elsewhere: rebuild it from the cleaned commits.
+            self.commits  # noqa: B018 - parse and clean
+            self._json = None
         if self._json is None:
             self._json = json.dumps([c.to_json() for c in self.commits], ensure_ascii=False,
                                     separators=(",", ":"))

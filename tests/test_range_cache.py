@@ -184,3 +184,20 @@ def test_kept_ranges_are_read_back_as_untrusted_text(repo: Repo, tmp_path: Path)
     world.close()
     assert newest["commits"] == [{"sha": shas[3], "author": "eve", "date": "2026", "subject": "x"}]
     assert [c["subject"] for c in first["commits"]] == ["change 0"]  # ignored, computed again
+
+
+def test_kept_ranges_spliced_into_json_carry_no_planted_escapes(repo: Repo, tmp_path: Path) -> None:
+    db = tmp_path / "d.db"
+    shas = two_deploys(repo, db)
+    world = resolve_world(repo.path, db, None)
+    log_json(world)
+    world.close()
+    conn = sqlite3.connect(db, isolation_level=None)
+    planted = json.dumps([{"sha": shas[3], "author": "eve", "date": "2026", "subject": "\x1b[2Jx"}])
+    conn.execute("UPDATE ranges SET commits = ? WHERE sha = ?", (planted, shas[3]))
+    conn.close()
+    world = resolve_world(repo.path, db, None)
+    text = log_json(world)
+    world.close()
+    assert "\\u001b" not in text and "\x1b" not in text
+    assert json.loads(text)["deploys"][0]["commits"][0]["subject"] == "x"
