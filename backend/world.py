@@ -17,7 +17,7 @@ from backend.config import Config, load
 from backend.history import GitError, History
 from backend.identity import who
 from backend.models import Deploy, utc_now
-from backend.store import DeployLog
+from backend.store import DeployLog, StoreError
 
 
 @dataclass
@@ -26,12 +26,18 @@ class World:
     config: Config
     db_path: Path
     clock: Callable[[], datetime] = utc_now
+    explicit_db: bool = False  # named by --db, ANDON_DB or the config, not the default place
+    reading_only: bool = False  # a command that only reads: a named log must exist already
     _log: DeployLog | None = field(default=None, repr=False)
 
     @property
     def log(self) -> DeployLog:
         """The deploy log, opened on first use (and created if it does not exist yet)."""
         if self._log is None:
+            if self.reading_only and self.explicit_db and not self.db_path.exists():
+                # A mistyped --db must not quietly show an empty history (and leave a file).
+                raise StoreError(f"deploy log {self.db_path}: no such file; nothing has been recorded "
+                                 "there yet (check --db, ANDON_DB or db in andon.toml)")
             default = self.history.git_dir is not None and self.db_path.parent == self.history.git_dir / "andon"
             self._log = DeployLog.open(self.db_path, clock=self.clock, create_parent=default)
             self.history.cache = self._log  # ranges computed once are kept in the log
@@ -103,4 +109,5 @@ def resolve_world(
             f"{start} is not inside a git repository: run andon in a clone, or use --repo, "
             "or name a deploy log with --db or ANDON_DB"
         )
-    return World(history, settings, db_path.expanduser(), clock)
+    return World(history, settings, db_path.expanduser(), clock,
+                 explicit_db=db is not None or bool(env_db) or bool(settings.db))

@@ -762,7 +762,9 @@ def test_outside_a_repository_answers_plainly(tmp_path: Path) -> None:
 
     # With a deploy log named, andon works; commits are unavailable.
     db = tmp_path / "deploys.db"
-    assert ok("log", "--db", db, cwd=plain, env=env).out == "no deploys yet\n"
+    # Reading a log that is not there is an error (a typo must not show an empty history)...
+    assert "no such file" in fails("log", "--db", db, cwd=plain, env=env)
+    assert not db.exists()
     assert "HEAD" in fails("record", "--db", db, "--env", "production", "--sha", "HEAD", "--status",
                            "succeeded", cwd=plain, env=env)
     recorded = ok("record", "--db", db, "--env", "production", "--sha", GONE, "--status", "succeeded",
@@ -892,7 +894,9 @@ def test_a_bad_deploy_log_is_refused_in_one_line_and_left_untouched(
 def test_a_deploy_log_in_a_missing_directory_is_refused(repo: Repo, tmp_path: Path) -> None:
     repo.commit("first")
     db = tmp_path / "no" / "such" / "dir" / "deploys.db"
-    assert "does not exist" in fails("log", "--db", db, cwd=repo.path)
+    assert "no such file" in fails("log", "--db", db, cwd=repo.path)
+    assert "does not exist" in fails("record", "--env", "production", "--sha", "HEAD", "--status", "succeeded",
+                                     "--db", db, cwd=repo.path)
     assert not (tmp_path / "no").exists()
 
 

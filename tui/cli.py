@@ -96,7 +96,9 @@ def _positive(text: str) -> int:
 
 
 def _world(args: argparse.Namespace) -> World:
-    return resolve_world(args.repo, args.db, args.config)
+    world = resolve_world(args.repo, args.db, args.config)
+    world.reading_only = args.command in (None, "dashboard", "status", "log")
+    return world
 
 
 def _out(text: str = "") -> None:
