@@ -20,7 +20,7 @@ class Action:
 
 ACTIONS: tuple[Action, ...] = (
     Action("question_mark", "help", "Help", "Show the keys and what each one does", True, "?"),
-    Action("slash", "filter", "Filter", "Filter deploys by sha, status, person or commit text", True, "/"),
+    Action("slash", "filter", "Filter", "Filter the loaded deploys: sha, status, person, commits", True, "/"),
     Action("right_square_bracket", "next_env", "Next environment", "Show the next environment", True, "]"),
     Action("left_square_bracket", "previous_env", "Previous environment", "Show the previous environment", False, "["),
     Action("r", "refresh", "Refresh", "Reload deploys and commits now", False),
