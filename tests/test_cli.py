@@ -955,3 +955,35 @@ def test_a_misspelled_deploy_branch_is_named_in_status(repo: Repo) -> None:
     ok("record", "--env", "production", "--sha", head, "--status", "succeeded", cwd=repo.path)
     [env] = json.loads(ok("status", "--json", cwd=repo.path).out)["environments"]
     assert "'mian' is not in this clone" in env["pending_error"]
+
+
+def test_demo_removes_its_world_when_its_terminal_goes_away(tmp_path: Path) -> None:
+    """`andon demo` in a real pseudo-terminal: the dashboard opens; SIGHUP leaves nothing behind."""
+    import pty
+    import select
+    import time
+
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: andon demo on the pseudo-terminal
+        os.environ.update(TMPDIR=str(temp), TERM="xterm-256color")
+        os.execv(sys.executable, _argv(("demo",)))
+    seen = b""
+    deadline = time.monotonic() + 60
+    try:
+        while b"Deploys to" not in seen and time.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], 0.5)
+            if ready:
+                try:
+                    seen += os.read(fd, 65536)
+                except OSError:
+                    break
+        assert b"Deploys to" in seen  # the dashboard is on the screen
+        assert [p.name for p in temp.iterdir() if p.name.startswith("andon-demo-")]
+        os.kill(pid, signal.SIGHUP)
+        _, status = os.waitpid(pid, 0)
+    finally:
+        os.close(fd)
+    assert not [p for p in temp.iterdir() if p.name.startswith("andon-demo-")]
+    assert os.waitstatus_to_exitcode(status) != 0  # it was stopped, not finished

@@ -384,6 +384,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
         root, keep = args.dir, True
     else:
         root, keep = Path(tempfile.mkdtemp(prefix="andon-demo-")) / "world", args.no_open
+
+    def leave(signum: int, _frame: Any) -> None:
+        # A closed terminal (SIGHUP) or a kill (SIGTERM) still removes the throw-away
+        # world, then ends the process as the signal would have.
+        shutil.rmtree(root.parent, ignore_errors=True)
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+
+    if not keep:
+        for sig in (signal.SIGHUP, signal.SIGTERM):
+            signal.signal(sig, leave)
     try:
         world_files = build(root, utc_now())
         if args.no_open:
