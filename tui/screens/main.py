@@ -18,7 +18,7 @@ from textual.content import Content
 from textual.message import Message
 from textual.reactive import reactive
 from textual.screen import Screen
-from textual.widgets import Footer, Static, Tab, Tabs
+from textual.widgets import Footer, Static
 
 from backend import AndonError
 from backend.history import Range
@@ -31,6 +31,7 @@ from tui.format import age, duration, status_text, when
 from tui.screens.help import HelpScreen
 from tui.widgets.commits import CommitTable
 from tui.widgets.deploys import DeployTable
+from tui.widgets.envbar import EnvBar
 from tui.widgets.rowlist import RowList
 
 if TYPE_CHECKING:
@@ -118,14 +119,12 @@ class MainScreen(Screen[None]):
         # A one-line title bar (Textual's Header costs a clock and three widgets).
         yield Static(Content(f"▲ andon — {self.app.sub_title}"), id="title")
         if self.first is not None and self.first.names:
-            # Tabs built with the screen: adding them after mounting costs a layout pass.
+            # The names are drawn with the screen: adding them after mounting costs a layout pass.
             self.envs = list(self.first.names)
             self.set_reactive(MainScreen.env, self.first.env)
-            index = self.first.names.index(self.first.env) if self.first.env in self.first.names else 0
-            yield Tabs(*(Tab(Content(name), id=f"env-{i}") for i, name in enumerate(self.first.names)),
-                       active=f"env-{index}", id="envs")
+            yield EnvBar(self.first.names, self.first.env, id="envs")
         else:
-            yield Tabs(id="envs")
+            yield EnvBar(id="envs")
         yield Static(id="problem")
         with Horizontal(id="body"):
             with Vertical(id="history"):
@@ -247,19 +246,20 @@ class MainScreen(Screen[None]):
     def on_environments_loaded(self, message: EnvironmentsLoaded) -> None:
         if message.generation != self._generation:
             return
-        # Environments only ever appear (deploy rows are never deleted): new ones get a
-        # tab at the end, and the tab that is active stays active.
+        # Environments only ever appear (deploy rows are never deleted): new ones are
+        # added at the end, and the one shown stays shown.
         new = [name for name in message.names if name not in self.envs]
         if not new:
             return
-        if self.env is None and message.env is not None:
-            # Choose the environment before its tab exists, so the first tab's own
-            # activation is recognised as no change rather than loading it twice.
-            self.set_reactive(MainScreen.env, message.env)
-        tabs = self.query_one(Tabs)
+        bar = self.query_one(EnvBar)
         for name in new:
-            tabs.add_tab(Tab(Content(name), id=f"env-{len(self.envs)}"))
+            bar.add(name)
             self.envs.append(name)
+        if self.env is None and message.env is not None:
+            # The deploys of this environment come next from the same worker: choosing
+            # it quietly (no watcher) keeps them from being loaded twice.
+            self.set_reactive(MainScreen.env, message.env)
+            bar.show(message.env)
 
     def on_deploys_loaded(self, message: DeploysLoaded) -> None:
         if message.generation != self._generation or message.env != self.env:
@@ -440,15 +440,14 @@ class MainScreen(Screen[None]):
 
     # -- events ---------------------------------------------------------------------------
 
-    @on(Tabs.TabActivated, "#envs")
-    def _tab_activated(self, event: Tabs.TabActivated) -> None:
-        index = int(event.tab.id.removeprefix("env-")) if event.tab and event.tab.id else -1
-        if 0 <= index < len(self.envs) and self.envs[index] != self.env:
-            self.env = self.envs[index]
+    @on(EnvBar.Chosen, "#envs")
+    def _env_chosen(self, event: EnvBar.Chosen) -> None:
+        self.switch_to(event.name)
 
     def watch_env(self, env: str | None) -> None:
         if env is None:
             return
+        self.query_one(EnvBar).show(env)
         self._generation += 1
         self.deploys = []
         self.total = 0
@@ -535,10 +534,12 @@ class MainScreen(Screen[None]):
         self.query_one("#filter").focus()
 
     def action_next_env(self) -> None:
-        self.query_one(Tabs).action_next_tab()
+        if (name := self.query_one(EnvBar).neighbour(1)) is not None:
+            self.switch_to(name)
 
     def action_previous_env(self) -> None:
-        self.query_one(Tabs).action_previous_tab()
+        if (name := self.query_one(EnvBar).neighbour(-1)) is not None:
+            self.switch_to(name)
 
     def action_refresh(self) -> None:
         self.reload()
@@ -547,5 +548,5 @@ class MainScreen(Screen[None]):
         self.toggle_class("-no-output")
 
     def switch_to(self, env: str) -> None:
-        if env in self.envs:
-            self.query_one(Tabs).active = f"env-{self.envs.index(env)}"
+        if env in self.envs and env != self.env:
+            self.env = env
