@@ -19,6 +19,7 @@ from tui.screens.main import PAGE, MainScreen
 from tui.screenshots import settle
 from tui.widgets.commits import CommitTable
 from tui.widgets.deploys import DeployTable
+from tui.widgets.envbar import EnvBar
 
 NOW = datetime(2026, 11, 20, 15, 0, tzinfo=UTC)
 
@@ -294,6 +295,50 @@ async def test_a_new_environment_gets_a_tab_and_the_current_one_stays(history) -
         await pilot.press("right_square_bracket")
         await settle(pilot)
         assert app.screen.env == "canary" and rows(app) == [shas[5][:7]]
+
+
+async def test_the_environment_bar_follows_keys_and_clicks(history) -> None:
+    repo, db, shas = history
+    app = make_app(world_for(repo.path, db))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        bar = app.screen.query_one(EnvBar)
+        assert (bar.names, bar.active) == (["production", "staging"], "production")
+        # Drawn as " production  staging ": a click on "staging" (column 14) shows it.
+        assert bar.render_line(0).text.startswith(" production  staging ")
+        assert await pilot.click(EnvBar, offset=(14, 0))
+        await settle(pilot)
+        assert (app.screen.env, bar.active) == ("staging", "staging")
+        assert rows(app) == [shas[4][:7], shas[1][:7]]
+        # Going round: past the last name comes the first; before the first, the last.
+        await pilot.press("right_square_bracket")
+        await settle(pilot)
+        assert (app.screen.env, bar.active) == ("production", "production")
+        await pilot.press("left_square_bracket")
+        await settle(pilot)
+        assert (app.screen.env, bar.active) == ("staging", "staging")
+        # A click beside the names changes nothing.
+        assert await pilot.click(EnvBar, offset=(60, 0))
+        await settle(pilot)
+        assert app.screen.env == "staging"
+
+
+async def test_the_environment_bar_keeps_the_shown_name_in_view(history) -> None:
+    repo, db, shas = history
+    log = DeployLog.open(db)
+    names = [f"region-{n:02d}-{'x' * 20}" for n in range(8)]  # 8 x 32 columns: wider than 120
+    for name in names:
+        log.record(name, shas[5], "succeeded", who="ci", at=NOW)
+    log.close()
+    app = make_app(world_for(repo.path, db))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        bar = app.screen.query_one(EnvBar)
+        assert names[-1] not in bar.render_line(0).text
+        app.screen.switch_to(names[-1])
+        await settle(pilot)
+        line = bar.render_line(0).text
+        assert line.rstrip().endswith(names[-1]) and len(line) == bar.size.width
 
 
 async def test_filter_text_is_never_markup(history) -> None:
