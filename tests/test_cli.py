@@ -755,7 +755,8 @@ def test_outside_a_repository_answers_plainly(tmp_path: Path) -> None:
     plain = tmp_path / "plain"
     plain.mkdir()
     env = {"GIT_CEILING_DIRECTORIES": str(tmp_path)}
-    for command in (["log"], ["status"], ["log", "--json"]):
+    # The dashboard finds its world in a thread while Textual loads: the same one line.
+    for command in (["log"], ["status"], ["log", "--json"], ["dashboard"], []):
         assert "not inside a git repository" in fails(*command, cwd=plain, env=env)
         assert "not inside a git repository" in fails("--repo", plain, *command, cwd=tmp_path, env=env)
     assert "no such directory" in fails("log", "--repo", tmp_path / "missing", cwd=tmp_path, env=env)
@@ -947,6 +948,7 @@ def test_a_bare_repository_is_named_as_such(tmp_path: Path) -> None:
     subprocess.run(["git", "init", "-q", "--bare", str(bare)], check=True)
     line = fails("status", "--repo", bare, cwd=tmp_path)
     assert "is a bare repository" in line
+    assert "is a bare repository" in fails("--repo", bare, cwd=tmp_path)
 
 
 def test_a_misspelled_deploy_branch_is_named_in_status(repo: Repo) -> None:

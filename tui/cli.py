@@ -14,7 +14,7 @@ import shutil
 import signal
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, NoReturn
@@ -342,18 +342,23 @@ def cmd_log(args: argparse.Namespace) -> int:
     return 0
 
 
-def open_dashboard(world: World) -> None:
-    """Run the dashboard on ``world``: its first screen is read while Textual is imported."""
+def open_dashboard(find_world: Callable[[], World]) -> None:
+    """Run the dashboard on the world ``find_world`` returns.
+
+    Finding the world (git rev-parse, the config), opening the log and reading the
+    first screen happen in a thread while Textual is being imported; a problem with
+    any of them is reported before the screen takes over.
+    """
     import threading
 
     from tui.first_screen import load_first_screen
 
-    world.open()  # check the log before the screen takes over
     loaded: dict[str, Any] = {}
 
     def read() -> None:
         try:
-            loaded["first"] = load_first_screen(world)
+            loaded["world"] = find_world()
+            loaded["first"] = load_first_screen(loaded["world"])
         except AndonError as error:
             loaded["error"] = error
 
@@ -367,7 +372,10 @@ def open_dashboard(world: World) -> None:
     gc.freeze()
 
     reader.join()
+    world = loaded.get("world")
     if "error" in loaded:
+        if world is not None:
+            world.close()
         raise loaded["error"]
     try:
         make_app(world, first=loaded["first"]).run()
@@ -376,7 +384,7 @@ def open_dashboard(world: World) -> None:
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
-    open_dashboard(_world(args))
+    open_dashboard(lambda: _world(args))
     return 0
 
 
@@ -407,7 +415,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             _out(f"demo world in {world_files.root}")
             _out(f"  andon --repo {world_files.repo} --db {world_files.db}")
             return 0
-        open_dashboard(resolve_world(world_files.repo, world_files.db, None))
+        open_dashboard(lambda: resolve_world(world_files.repo, world_files.db, None))
     finally:
         if not keep:
             shutil.rmtree(root.parent, ignore_errors=True)
