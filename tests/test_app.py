@@ -20,6 +20,7 @@ from tui.screenshots import settle
 from tui.widgets.commits import CommitTable
 from tui.widgets.deploys import DeployTable
 from tui.widgets.envbar import EnvBar
+from tui.widgets.keybar import KeyBar
 
 NOW = datetime(2026, 11, 20, 15, 0, tzinfo=UTC)
 
@@ -193,6 +194,29 @@ async def test_command_palette_offers_every_action(history) -> None:
         assert {a.title for a in ACTIONS if a.action != "quit"} <= titles
         assert {"Show production", "Show staging", "Quit"} <= titles
         await pilot.press("ctrl+p")
+        await pilot.pause()
+        assert type(app.screen).__name__ == "CommandPalette"
+
+
+async def test_the_key_bar_shows_the_footer_actions_and_runs_them_on_click(history) -> None:
+    repo, db, _ = history
+    app = make_app(world_for(repo.path, db))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        bar = app.screen.query_one(KeyBar)
+        line = bar.render_line(0).text
+        assert line.startswith(" ? Help  / Filter  ] Next environment  q Quit ")
+        assert line.endswith("▏ ^p palette ") and len(line) == 120
+        assert await pilot.click(KeyBar, offset=(1, 0))  # "?"
+        await pilot.pause()
+        assert isinstance(app.screen, HelpScreen)
+        await pilot.press("escape")
+        await pilot.pause()
+        assert await pilot.click(KeyBar, offset=(11, 0))  # "Filter"
+        await pilot.pause()
+        assert app.screen.has_class("-filtering") and app.focused is not None and app.focused.id == "filter"
+        await pilot.press("escape")
+        assert await pilot.click(KeyBar, offset=(115, 0))  # "palette"
         await pilot.pause()
         assert type(app.screen).__name__ == "CommandPalette"
 

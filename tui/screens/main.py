@@ -17,20 +17,21 @@ from textual.content import Content
 from textual.message import Message
 from textual.reactive import reactive
 from textual.screen import Screen
-from textual.widgets import Footer, Static
+from textual.widgets import Static
 
 from backend import AndonError
 from backend.history import Range
 from backend.models import Deploy
 from backend.text import short
 from backend.world import World
-from tui.commands import bindings
+from tui.commands import ACTIONS, bindings
 from tui.first_screen import PAGE, FirstScreen, load_first_screen
 from tui.format import age, duration, status_text, when
 from tui.screens.help import HelpScreen
 from tui.widgets.commits import CommitTable
 from tui.widgets.deploys import DeployTable
 from tui.widgets.envbar import EnvBar
+from tui.widgets.keybar import KeyBar
 from tui.widgets.rowlist import RowList
 
 if TYPE_CHECKING:
@@ -141,7 +142,7 @@ class MainScreen(Screen[None]):
                 yield CommitTable(dates=False, id="commits")
                 yield Vertical(id="output-box")  # the Log is created with the first output
         yield CommitTable(id="pending")
-        yield Footer()
+        yield KeyBar([(a.key_display or a.key, a.title, a.action) for a in ACTIONS if a.footer], id="keys")
 
     def on_mount(self) -> None:
         self.query_one("#history").border_title = "Deploys"
@@ -534,7 +535,7 @@ class MainScreen(Screen[None]):
             await self.mount(
                 Input(placeholder="filter deploys: sha, status, person, commit text — enter to keep, esc to clear",
                       id="filter"),
-                before=self.query_one(Footer),
+                before=self.query_one(KeyBar),
             )
         self.add_class("-filtering")
         self.query_one("#filter").focus()
