@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import re
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -161,6 +160,8 @@ def load_file(path: Path) -> Config:
     except OSError as error:
         raise ConfigError(f"{path}: cannot read: {error.strerror}") from None
     text = raw_bytes.decode("utf-8", errors="replace")
+    import tomllib  # here, not at the top: a repository without a config file never pays its import
+
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import getpass
 import os
 from collections.abc import Callable
 
@@ -14,6 +13,8 @@ def who(git_user: Callable[[], str | None] | None = None) -> str:
     if not name and git_user is not None:
         name = (git_user() or "").strip()
     if not name:
+        import getpass  # only when nothing else names the user: the dashboard never needs it
+
         try:
             name = getpass.getuser()
         except (KeyError, OSError):

@@ -19,6 +19,23 @@ ABOUT = (
 
 
 class HelpScreen(ModalScreen[None]):
+    # Here rather than in app.tcss: parsed when help first opens, not before the first frame.
+    DEFAULT_CSS = """
+    HelpScreen {
+        align: center middle;
+    }
+    #help-body {
+        width: 96;
+        max-height: 80%;
+        height: auto;
+        border: round $primary;
+        padding: 1 2;
+        background: $surface;
+    }
+    #help-about {
+        margin-bottom: 1;
+    }
+    """
     BINDINGS = [Binding("escape,q,question_mark", "dismiss", "Close", id="close-help")]
 
     def compose(self) -> ComposeResult:
