@@ -3,6 +3,7 @@ and the pieces that compose it: world resolution, identity, reports and the demo
 
 from __future__ import annotations
 
+import getpass
 import json
 import subprocess
 import sys
@@ -281,14 +282,14 @@ def test_who_prefers_andon_user_then_git_then_login(world: World, monkeypatch: p
     monkeypatch.setenv("ANDON_USER", "\x1b[31mmallory\x1b[0m" + "x" * 200)
     assert world.who() == "mallory" + "x" * 93  # cleaned, then cut to 100
     monkeypatch.setenv("ANDON_USER", "   ")
-    assert identity_module.who(lambda: None) == identity_module.getpass.getuser()
+    assert identity_module.who(lambda: None) == getpass.getuser()
 
 
 def test_who_without_any_name_is_unknown(monkeypatch: pytest.MonkeyPatch) -> None:
     def no_user() -> str:
         raise KeyError("getpwuid(): uid not found")  # a container uid with no passwd entry
 
-    monkeypatch.setattr(identity_module.getpass, "getuser", no_user)
+    monkeypatch.setattr(getpass, "getuser", no_user)
     assert identity_module.who(lambda: "") == "unknown"
 
 
