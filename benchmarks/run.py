@@ -326,6 +326,72 @@ def compare(baseline: Series, subject: Series, run_baseline: Callable[[], Sample
               f"{baseline.label}: {baseline.samples[-1].seconds:.3f}s", file=sys.stderr)
 
 
+def run_to_exit_in_pty(argv: list[str], *, cwd: Path, env: dict[str, str], timeout: float) -> int:
+    """Run ``argv`` in a 120x40 pseudo-terminal until it exits by itself; its exit code.
+
+    Output is drained (a full terminal would block it) and thrown away. After
+    ``timeout`` seconds it is stopped and CommandFailed raised.
+    """
+    pid, fd = pty.fork()
+    if pid == 0:
+        try:
+            fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", ROWS, COLUMNS, 0, 0))
+            os.chdir(cwd)
+            os.execve(argv[0], argv, env)
+        except BaseException as error:  # noqa: BLE001 - report anything, then leave
+            os.write(2, f"benchmark child: cannot start {argv[0]}: {error}\n".encode())
+        finally:
+            os._exit(127)
+    deadline = time.perf_counter() + timeout
+    try:
+        while time.perf_counter() < deadline:
+            ready, _, _ = select.select([fd], [], [], 0.05)
+            if ready:
+                try:
+                    os.read(fd, 1 << 16)
+                except OSError:  # EIO: the terminal's other end is closed
+                    pass
+            done, status, _ = os.wait4(pid, os.WNOHANG)
+            if done:
+                return os.waitstatus_to_exitcode(status)
+        _stop(pid, fd)
+        raise CommandFailed(" ".join(argv), f"did not finish within {timeout:.0f}s")
+    finally:
+        os.close(fd)
+
+
+def count_instructions(argv: list[str], marker: str, *, cwd: Path, env: dict[str, str], timeout: float) -> int:
+    """Instructions ``argv`` executes (valgrind, no cache simulation) until it has handed the
+    terminal a frame showing ``marker``: benchmarks/firstframe.py stops it right there."""
+    log = DATA / "valgrind.log"
+    log.unlink(missing_ok=True)
+    valgrind = [shutil.which("valgrind") or "valgrind", "--tool=cachegrind", "--cache-sim=no",
+                "--cachegrind-out-file=/dev/null", f"--log-file={log}"]
+    command = [*valgrind, sys.executable, str(PROJECT / "benchmarks" / "firstframe.py"), marker, *argv]
+    code = run_to_exit_in_pty(command, cwd=cwd, env=env, timeout=timeout)
+    text = log.read_text(errors="replace") if log.exists() else ""
+    found = re.search(r"I\s+refs:\s+([\d,]+)", text)
+    if code != 0 or found is None:  # exit code 0 only comes from firstframe.py seeing the marker
+        tail = " ".join(text.split())[-300:]
+        raise CommandFailed(" ".join(command), f"exit code {code} before its first frame; valgrind: {tail}")
+    return int(found.group(1).replace(",", ""))
+
+
+def bench_instructions(data: Dataset, args: argparse.Namespace) -> tuple[list[int], list[int]]:
+    """Instructions to the first frame, bare app then dashboard, ``args.instruction_runs`` each."""
+    env = isolated_env()
+    env.update(TERM="xterm-256color", COLORTERM="truecolor")
+    bare, andon = [], []
+    print("benchmarks: instructions to the first frame (valgrind), dashboard vs bare Textual app ...",
+          file=sys.stderr)
+    for _ in range(args.instruction_runs):
+        bare.append(count_instructions(["--bare", str(DATA / "bare_app.py")], BARE_MARKER, cwd=DATA, env=env,
+                                       timeout=args.timeout * 10))
+        andon.append(count_instructions(["--andon", "--repo", str(data.repo), "--db", str(data.db)],
+                                        data.newest_short, cwd=data.root, env=env, timeout=args.timeout * 10))
+    return bare, andon
+
+
 def compile_andon(notes: list[str]) -> None:
     """Write the bytecode of andon's own modules, as installing a wheel does.
 
@@ -385,7 +451,7 @@ def bench_dashboard(data: Dataset, args: argparse.Namespace, notes: list[str]) -
                            settle=args.settle, env=env),
         lambda: run_in_pty(argv, markers, cwd=data.root, timeout=args.timeout,
                            settle=args.settle, env=env, record=data.root / "out" / "dashboard.tty"),
-        args.repeat, args.budget,
+        args.frame_repeat, args.budget,
     )
     return bare, subject
 
@@ -504,7 +570,7 @@ def _fmt_ratio(ratio: float) -> str:
 
 
 def report(data: Dataset, rows: list[tuple[str, Series, Series, float]], notes: list[str],
-           failures: list[Failure]) -> None:
+           failures: list[Failure], instructions: tuple[list[int], list[int]] | None = None) -> None:
     print()
     print(f"andon benchmarks: {data.commits:,} commits ({data.merges:,} merges), {data.deploys:,} deploys "
           f"({data.failed} failed, {data.rollbacks} rollbacks), terminal {COLUMNS}x{ROWS}")
@@ -539,6 +605,16 @@ def report(data: Dataset, rows: list[tuple[str, Series, Series, float]], notes: 
             for name in subject.samples[0].extra:
                 print(f"  {'  ' + name:<30} " + " ".join(f"{s.extra[name]:.3f}" for s in subject.samples))
             print(f"  {baseline.label:<30} {baseline.spread()}")
+    if instructions is not None:
+        bare, andon = instructions
+        ratio = statistics.median(andon) / statistics.median(bare)
+        print()
+        print("instructions to the first frame (valgrind; exact, so small changes show):")
+        print(f"  {'andon dashboard':<30} {statistics.median(andon) / 1e6:>9,.1f}M   "
+              f"runs: {' '.join(f'{n / 1e6:,.1f}M' for n in andon)}")
+        print(f"  {'bare Textual app':<30} {statistics.median(bare) / 1e6:>9,.1f}M   "
+              f"runs: {' '.join(f'{n / 1e6:,.1f}M' for n in bare)}")
+        print(f"  {'ratio':<30} {_fmt_ratio(ratio):>10}   (the wall-time target: <= {DASHBOARD_TARGET:g}x)")
     for note in notes:
         print(f"note: {note}")
     for failure in failures:
@@ -551,6 +627,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--deploys", type=int, default=Params.deploys)
     parser.add_argument("--seed", type=int, default=Params.seed)
     parser.add_argument("--repeat", type=int, default=5, help="runs of each command (default 5)")
+    parser.add_argument("--frame-repeat", type=int, default=15,
+                        help="runs of each app for the first frame (default 15: a run is cheap, and its time "
+                             "swings most with the machine's load)")
     parser.add_argument("--budget", type=float, default=90.0,
                         help="seconds per comparison beyond which fewer runs are made (at least 3)")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for a first frame")
@@ -560,6 +639,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--placeholder", action="store_true",
                         help="measure the placeholder dashboard even if tui/app.py exists")
     parser.add_argument("--profile", action="store_true", help="print a cProfile of andon log --json and stop")
+    parser.add_argument("--instruction-runs", type=int, default=2,
+                        help="valgrind runs of each app for the instruction count (0: skip; default 2)")
     args = parser.parse_args(argv)
 
     started = time.perf_counter()
@@ -584,7 +665,16 @@ def main(argv: list[str] | None = None) -> int:
             failures.append(Failure(title, f"{error.what}: {error.detail}"))
             continue
         rows.append((title, baseline, subject, target))
-    report(data, rows, notes, failures)
+    instructions = None
+    if args.instruction_runs > 0 and args.only in (None, "dashboard") and dashboard_ready(data):
+        if shutil.which("valgrind") is None:
+            notes.append("valgrind is not installed: no instruction count")
+        else:
+            try:
+                instructions = bench_instructions(data, args)
+            except CommandFailed as error:
+                failures.append(Failure("instructions to the first frame", f"{error.what}: {error.detail}"))
+    report(data, rows, notes, failures, instructions)
     print(f"(benchmark took {time.perf_counter() - started:.0f}s; data in {data.root.relative_to(PROJECT)})")
     return 1 if failures else 0
 
