@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from rich.text import Text
 
 from backend.history import Range
@@ -28,12 +30,12 @@ class DeployTable(RowList):
     def show(self, deploys: list[Deploy], ranges: dict[tuple[str | None, str], Range],
              colours: dict[str, str], keep: int | None) -> None:
         """Replace the rows, keeping the cursor on deploy ``keep`` when it is still shown."""
-        self.replace([(str(d.id), self._row(d, ranges.get((d.prev_sha, d.sha)), colours)) for d in deploys],
+        self.replace([(str(d.id), partial(self._row, d, ranges.get((d.prev_sha, d.sha)), colours)) for d in deploys],
                      keep=None if keep is None else str(keep))
 
     def append(self, deploys: list[Deploy], ranges: dict[tuple[str | None, str], Range],
                colours: dict[str, str]) -> None:
-        self.add_rows([(str(d.id), self._row(d, ranges.get((d.prev_sha, d.sha)), colours)) for d in deploys])
+        self.add_rows([(str(d.id), partial(self._row, d, ranges.get((d.prev_sha, d.sha)), colours)) for d in deploys])
 
     def set_counts(self, deploys: list[Deploy], ranges: dict[tuple[str | None, str], Range]) -> None:
         for deploy in deploys:

@@ -9,7 +9,7 @@ stays literal.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from rich.cells import cell_len, set_cell_size
@@ -23,6 +23,10 @@ from textual.message import Message
 from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
+
+# A row's cells, or a function that makes them: called when the row is first drawn
+# or read, so a long list costs little until it is scrolled through.
+Cells = Sequence[Text] | Callable[[], Sequence[Text]]
 
 
 @dataclass(frozen=True)
@@ -77,13 +81,13 @@ class RowList(ScrollView, can_focus=True):
         self.columns = list(columns)
         self.zebra = zebra
         self._keys: list[str] = []
-        self._cells: list[list[Text]] = []
+        self._cells: list[list[Text] | Callable[[], Sequence[Text]]] = []
         self._lines: list[list[Segment] | None] = []  # built when a row is first drawn
         self._index: dict[str, int] = {}
         self._highlighted: str | None = None  # the row last announced with RowHighlighted
         self._row_width = sum(c.width + 2 for c in self.columns)
         self._header = self._segments([Text(c.label) for c in self.columns])
-        self._base_style: Style | None = None
+        self._drawing: tuple[Style, int] | None = None  # (style, width) while lines are drawn
 
     # -- content ---------------------------------------------------------------------
 
@@ -101,7 +105,7 @@ class RowList(ScrollView, can_focus=True):
         self.set_reactive(RowList.cursor_row, 0)
         self._resized()
 
-    def replace(self, rows: Sequence[tuple[str, Sequence[Text]]], *, keep: str | None = None) -> None:
+    def replace(self, rows: Sequence[tuple[str, Cells]], *, keep: str | None = None) -> None:
         """New rows, the cursor on ``keep`` if it is among them (else the first row).
 
         The cursor's row is announced only if it is another row than before, so
@@ -113,19 +117,22 @@ class RowList(ScrollView, can_focus=True):
         if self._keys:
             self.cursor_row = self._index.get(keep, 0) if keep is not None else 0
 
-    def add_rows(self, rows: Sequence[tuple[str, Sequence[Text]]], *, announce: bool = True) -> None:
+    def add_rows(self, rows: Sequence[tuple[str, Cells]], *, announce: bool = True) -> None:
         first = not self._keys and bool(rows)
         for key, cells in rows:
             self._index[key] = len(self._keys)
             self._keys.append(key)
-            self._cells.append(list(cells))
+            self._cells.append(cells if callable(cells) else list(cells))
             self._lines.append(None)
         self._resized()
         if first and announce:
             self.cursor_row = 0
 
     def get_row_at(self, index: int) -> list[Text]:
-        return self._cells[index]
+        cells = self._cells[index]
+        if callable(cells):
+            cells = self._cells[index] = list(cells())
+        return cells
 
     def get_row_index(self, key: str) -> int:
         return self._index[key]
@@ -133,9 +140,10 @@ class RowList(ScrollView, can_focus=True):
     def update_cell(self, key: str, column: str, value: Text) -> None:
         index = self._index[key]
         position = next(i for i, c in enumerate(self.columns) if c.key == column)
-        if self._cells[index][position] == value:
+        cells = self.get_row_at(index)
+        if cells[position] == value:
             return
-        self._cells[index][position] = value
+        cells[position] = value
         self._lines[index] = None
         self.refresh_line(index + 1)  # refresh_line takes the scroll offset into account
 
@@ -184,17 +192,17 @@ class RowList(ScrollView, can_focus=True):
     # -- drawing -----------------------------------------------------------------------
 
     def render_lines(self, crop: Region) -> list[Strip]:
-        # The widget's own style, worked out once for all the lines drawn now (it walks
-        # every ancestor's styles: per line, it was a third of drawing the list).
-        self._base_style = self.rich_style
+        # The widget's style and width, worked out once for all the lines drawn now
+        # (rich_style walks every ancestor's styles: per line, it was a third of
+        # drawing the list).
+        self._drawing = (self.rich_style, self.size.width)
         try:
             return super().render_lines(crop)
         finally:
-            self._base_style = None
+            self._drawing = None
 
     def render_line(self, y: int) -> Strip:
-        width = self.size.width
-        base = self._base_style or self.rich_style
+        base, width = self._drawing or (self.rich_style, self.size.width)
         if y == 0:
             return self._strip(self._header, base + self.get_component_rich_style("rowlist--header"), width)
         index = y - 1 + self.scroll_offset.y
@@ -207,7 +215,7 @@ class RowList(ScrollView, can_focus=True):
             style = base + self.get_component_rich_style("rowlist--odd")
         line = self._lines[index]
         if line is None:
-            line = self._lines[index] = self._segments(self._cells[index])
+            line = self._lines[index] = self._segments(self.get_row_at(index))
         return self._strip(line, style, width)
 
     def _strip(self, segments: list[Segment], style: Style, width: int) -> Strip:
