@@ -467,18 +467,30 @@ class DeployLog:
 
         Best effort: a problem with the cache is never an error, it only means git is asked.
         """
+        wanted = {(prev or "", sha): (prev, sha) for prev, sha in pairs}
+        keys = list(wanted)
         found: dict[tuple[str | None, str], CachedRange] = {}
         try:
             with self._lock:
-                execute = self._conn.execute
-                for prev, sha in pairs:
-                    row = execute(
-                        "SELECT first, count, commits FROM ranges WHERE prev_sha = ? AND sha = ?", (prev or "", sha)
-                    ).fetchone()
-                    # Only andon writes this table; a row that is not a JSON array (a
-                    # damaged file, another tool) is ignored and computed again.
-                    if row is not None and isinstance(row[2], str) and row[2][:1] == "[" and row[2][-1:] == "]":
-                        found[(prev, sha)] = (bool(row[0]), int(row[1]), row[2])
+                # One query per 400 pairs (800 parameters, under SQLite's oldest limit of
+                # 999), joined on the UNIQUE (prev_sha, sha) index: a query per pair cost
+                # ~30 ms for 10,000 deploys.
+                for start in range(0, len(keys), 400):
+                    chunk = keys[start:start + 400]
+                    rows = self._conn.execute(
+                        "WITH wanted(prev_sha, sha) AS (VALUES " + ", ".join(["(?, ?)"] * len(chunk)) + ") "
+                        "SELECT r.prev_sha, r.sha, r.first, r.count, r.commits FROM wanted w "
+                        "JOIN ranges r ON r.prev_sha = w.prev_sha AND r.sha = w.sha",
+                        [value for key in chunk for value in key],
+                    ).fetchall()
+                    for prev, sha, first, count, commits in rows:
+                        # Only andon writes this table; a row that is not a JSON array (a
+                        # damaged file, another tool) is ignored and computed again.
+                        pair = wanted.get((prev, sha))
+                        if pair is None or not isinstance(commits, str) or commits[:1] != "[" or commits[-1:] != "]":
+                            continue
+                        with contextlib.suppress(TypeError, ValueError):
+                            found[pair] = (bool(first), int(count), commits)
         except sqlite3.Error:
             return {}
         return found

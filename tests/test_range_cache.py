@@ -201,3 +201,20 @@ def test_kept_ranges_spliced_into_json_carry_no_planted_escapes(repo: Repo, tmp_
     world.close()
     assert "\\u001b" not in text and "\x1b" not in text
     assert json.loads(text)["deploys"][0]["commits"][0]["subject"] == "x"
+
+
+def test_kept_ranges_are_read_back_in_batches_whole(tmp_path: Path) -> None:
+    # More pairs than one query takes (400), first deploys (no previous sha) among them,
+    # a pair asked twice, a pair never kept, and a damaged row that is skipped alone.
+    log = DeployLog.open(tmp_path / "d.db")
+    pairs = [(None if n % 7 == 0 else f"{n:040x}", f"{n + 1:040x}") for n in range(950)]
+    log.cache_ranges({pair: (pair[0] is None, n, f'[{{"n": {n}}}]') for n, pair in enumerate(pairs)})
+    conn = sqlite3.connect(tmp_path / "d.db", isolation_level=None)
+    conn.execute("UPDATE ranges SET count = 'many' WHERE sha = ?", (f"{6:040x}",))
+    conn.close()
+    missing = (f"{1:040x}", f"{9999:040x}")
+    found = log.cached_ranges([*pairs, pairs[3], missing])
+    assert set(found) == set(pairs) - {pairs[5]}
+    assert found[pairs[0]] == (True, 0, '[{"n": 0}]') and pairs[0][0] is None
+    assert found[pairs[949]] == (False, 949, '[{"n": 949}]')
+    log.close()
