@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 from backend import AndonError
 from backend.text import clean_line
@@ -25,19 +26,21 @@ class ConfigError(AndonError):
     pass
 
 
-@dataclass(frozen=True)
-class Environment:
+# NamedTuples (immutable records) rather than frozen dataclasses, which cost ~4.5M
+# instructions each to define: see backend/models.py.
+
+
+class Environment(NamedTuple):
     name: str
     deploy: tuple[str, ...] | None = None
     rollback: tuple[str, ...] | None = None
     timeout: float = DEFAULT_TIMEOUT
 
 
-@dataclass(frozen=True)
-class Config:
+class Config(NamedTuple):
     branch: str | None = None
     db: str | None = None
-    environments: dict[str, Environment] = field(default_factory=dict)
+    environments: Mapping[str, Environment] = MappingProxyType({})  # read-only: a default is shared
     source: Path | None = None
 
     def environment(self, name: str) -> Environment:

@@ -28,10 +28,9 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from backend import AndonError
 from backend.config import ENV_NAME
@@ -156,8 +155,7 @@ def _explain(error: sqlite3.Error) -> str:
     return text
 
 
-@dataclass(frozen=True)
-class ImportResult:
+class ImportResult(NamedTuple):
     imported: int
     skipped: int
 

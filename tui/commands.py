@@ -3,13 +3,12 @@ are all built from it (as dolphie does), so the palette always offers every acti
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from textual.binding import Binding
 
 
-@dataclass(frozen=True)
-class Action:
+class Action(NamedTuple):
     key: str
     action: str
     title: str

@@ -7,7 +7,7 @@ the ranges kept in the log, the rest follow from a worker).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from backend.history import Range
 from backend.models import Deploy
@@ -16,15 +16,14 @@ from backend.world import World
 PAGE = 100  # deploys loaded at a time (a screenful and more); more load as the cursor nears the end
 
 
-@dataclass(frozen=True)
-class FirstScreen:
+class FirstScreen(NamedTuple):
     names: list[str]
     env: str | None
-    deploys: list[Deploy] = field(default_factory=list)
-    total: int = 0
-    live: Deploy | None = None
-    ranges: dict[tuple[str | None, str], Range] = field(default_factory=dict)
-    version: int | None = None
+    deploys: list[Deploy]
+    total: int
+    live: Deploy | None
+    ranges: dict[tuple[str | None, str], Range]
+    version: int | None
 
 
 def load_first_screen(world: World, env: str | None = None, *, limit: int = PAGE) -> FirstScreen:
@@ -34,7 +33,7 @@ def load_first_screen(world: World, env: str | None = None, *, limit: int = PAGE
     names = world.environments()
     chosen = env if env in names else (names[0] if names else None)
     if chosen is None:
-        return FirstScreen(names, None, version=version)
+        return FirstScreen(names, None, [], 0, None, {}, version)
     deploys = log.deploys(chosen, limit=limit)
     ranges = world.history.ranges([(d.prev_sha, d.sha) for d in deploys], compute=False)
     return FirstScreen(names, chosen, deploys, log.count(chosen), log.live(chosen), ranges, version)

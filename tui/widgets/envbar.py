@@ -10,7 +10,6 @@ come from the deploy log: they are drawn as plain segments, never read as markup
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 from rich.cells import cell_len
 from rich.segment import Segment
@@ -35,12 +34,13 @@ class EnvBar(Widget):
     COMPONENT_CLASSES = {"envbar--name", "envbar--active", "envbar--bar", "envbar--bar-active"}
     ALLOW_SELECT = False
 
-    @dataclass
     class Chosen(Message):
         """A name was clicked."""
 
-        bar: EnvBar
-        name: str
+        def __init__(self, bar: EnvBar, name: str) -> None:
+            super().__init__()
+            self.bar = bar
+            self.name = name
 
         @property
         def control(self) -> EnvBar:

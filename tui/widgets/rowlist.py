@@ -10,7 +10,7 @@ stays literal.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from rich.cells import cell_len, set_cell_size
 from rich.segment import Segment
@@ -29,8 +29,7 @@ from textual.strip import Strip
 Cells = Sequence[Text] | Callable[[], Sequence[Text]]
 
 
-@dataclass(frozen=True)
-class Column:
+class Column(NamedTuple):
     key: str
     label: str
     width: int
@@ -66,11 +65,12 @@ class RowList(ScrollView, can_focus=True):
 
     cursor_row: reactive[int] = reactive(0, always_update=True)
 
-    @dataclass
     class RowHighlighted(Message):
-        row_list: RowList
-        cursor_row: int
-        key: str
+        def __init__(self, row_list: RowList, cursor_row: int, key: str) -> None:
+            super().__init__()
+            self.row_list = row_list
+            self.cursor_row = cursor_row
+            self.key = key
 
         @property
         def control(self) -> RowList:
