@@ -26,8 +26,7 @@ class ConfigError(AndonError):
     pass
 
 
-# NamedTuples (immutable records) rather than frozen dataclasses, which cost ~4.5M
-# instructions each to define: see backend/models.py.
+# Immutable records, as in backend/models.py.
 
 
 class Environment(NamedTuple):

@@ -33,10 +33,9 @@ def from_iso(text: str) -> datetime:
     return moment.astimezone(UTC)
 
 
-# Records are NamedTuples rather than frozen dataclasses: as immutable and as small,
-# but a frozen dataclass costs ~4.5M instructions to create at import (three of them
-# were 2% of the dashboard's first frame) and sets each field through
-# object.__setattr__ when built (100,000 commits in `andon log --json`).
+# Records are NamedTuples: as immutable and as small as frozen slotted dataclasses,
+# and built in half the time (0.4 µs against 0.9 µs a commit), which counts when
+# `andon log --json` on a log without kept ranges builds 100,000 commits.
 
 
 class Commit(NamedTuple):

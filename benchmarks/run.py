@@ -609,7 +609,7 @@ def report(data: Dataset, rows: list[tuple[str, Series, Series, float]], notes: 
         bare, andon = instructions
         ratio = statistics.median(andon) / statistics.median(bare)
         print()
-        print("instructions to the first frame (valgrind; exact, so small changes show):")
+        print("instructions to the first frame (valgrind; repeatable, so small changes show):")
         print(f"  {'andon dashboard':<30} {statistics.median(andon) / 1e6:>9,.1f}M   "
               f"runs: {' '.join(f'{n / 1e6:,.1f}M' for n in andon)}")
         print(f"  {'bare Textual app':<30} {statistics.median(bare) / 1e6:>9,.1f}M   "

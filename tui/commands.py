@@ -1,4 +1,4 @@
-"""Every dashboard action in one table: the key bindings, the footer and the command palette
+"""Every dashboard action in one table: the key bindings, the key bar and the command palette
 are all built from it (as dolphie does), so the palette always offers every action."""
 
 from __future__ import annotations
