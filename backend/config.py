@@ -26,7 +26,7 @@ class ConfigError(AndonError):
     pass
 
 
-# Immutable records, as in backend/models.py.
+# Immutable records as NamedTuples; why: backend/models.py.
 
 
 class Environment(NamedTuple):

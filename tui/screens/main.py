@@ -41,7 +41,8 @@ if TYPE_CHECKING:
 # Every message from a loading worker carries the generation it was started in. A
 # new environment or a reload starts a new generation; results of an older one (a
 # worker that was still running, or a page that arrived late) are dropped, so stale
-# data can never overwrite newer data.
+# data can never overwrite newer data. (Plain classes, not dataclasses, which compile
+# their methods at import: see backend/models.py.)
 
 
 class EnvironmentsLoaded(Message):
