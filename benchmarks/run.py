@@ -201,6 +201,21 @@ def run_plain(argv: list[str], out: Path, *, cwd: Path) -> Sample:
     return Sample(elapsed, usage.ru_maxrss)
 
 
+def _spawn_in_pty(argv: list[str], *, cwd: Path, env: dict[str, str]) -> tuple[int, int]:
+    """Start ``argv`` in a new 120x40 pseudo-terminal: (its pid, the terminal's other end)."""
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: size the terminal before anything reads it, then exec
+        try:
+            fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", ROWS, COLUMNS, 0, 0))
+            os.chdir(cwd)
+            os.execve(argv[0], argv, env)
+        except BaseException as error:  # noqa: BLE001 - report anything, then leave
+            os.write(2, f"benchmark child: cannot start {argv[0]}: {error}\n".encode())
+        finally:
+            os._exit(127)
+    return pid, fd
+
+
 def run_in_pty(argv: list[str], markers: list[Marker], *, cwd: Path, timeout: float, settle: float,
                env: dict[str, str], record: Path | None = None) -> Sample:
     """Start ``argv`` in a 120x40 pseudo-terminal; the time until each marker is on screen.
@@ -214,16 +229,7 @@ def run_in_pty(argv: list[str], markers: list[Marker], *, cwd: Path, timeout: fl
     What was read until the last marker is saved in ``record``.
     """
     started = time.perf_counter()
-    pid, fd = pty.fork()
-    if pid == 0:  # the child: size the terminal before anything reads it, then exec
-        try:
-            fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", ROWS, COLUMNS, 0, 0))
-            os.chdir(cwd)
-            os.execve(argv[0], argv, env)
-        except BaseException as error:  # noqa: BLE001 - report anything, then leave
-            os.write(2, f"benchmark child: cannot start {argv[0]}: {error}\n".encode())
-        finally:
-            os._exit(127)
+    pid, fd = _spawn_in_pty(argv, cwd=cwd, env=env)
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     text = ""
     found: dict[str, float] = {}
@@ -332,16 +338,7 @@ def run_to_exit_in_pty(argv: list[str], *, cwd: Path, env: dict[str, str], timeo
     Output is drained (a full terminal would block it) and thrown away. After
     ``timeout`` seconds it is stopped and CommandFailed raised.
     """
-    pid, fd = pty.fork()
-    if pid == 0:
-        try:
-            fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", ROWS, COLUMNS, 0, 0))
-            os.chdir(cwd)
-            os.execve(argv[0], argv, env)
-        except BaseException as error:  # noqa: BLE001 - report anything, then leave
-            os.write(2, f"benchmark child: cannot start {argv[0]}: {error}\n".encode())
-        finally:
-            os._exit(127)
+    pid, fd = _spawn_in_pty(argv, cwd=cwd, env=env)
     deadline = time.perf_counter() + timeout
     try:
         while time.perf_counter() < deadline:
