@@ -86,7 +86,10 @@ def resolve_world(
     repository root), else ``<git dir>/andon/deploys.db``: inside the repository's git
     directory, so it is never committed and needs no set-up.
     """
-    start = repo or Path.cwd()
+    try:
+        start = repo or Path.cwd()
+    except FileNotFoundError:
+        raise AndonError("the current directory no longer exists: cd to a clone, or use --repo") from None
     try:
         history = History.discover(start)
     except GitError as error:

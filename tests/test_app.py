@@ -221,6 +221,18 @@ async def test_the_key_bar_shows_the_footer_actions_and_runs_them_on_click(histo
         assert type(app.screen).__name__ == "CommandPalette"
 
 
+async def test_on_a_narrow_terminal_the_key_bar_keeps_the_palette_hint(history) -> None:
+    repo, db, _ = history
+    app = make_app(world_for(repo.path, db))
+    async with app.run_test(size=(40, 20)) as pilot:
+        await settle(pilot)
+        line = app.screen.query_one(KeyBar).render_line(0).text
+        assert line == " ? Help  / Filter  ] Next e▏ ^p palette "
+        assert await pilot.click(KeyBar, offset=(30, 0))  # "^p": the palette's, though a hint ran there
+        await pilot.pause()
+        assert type(app.screen).__name__ == "CommandPalette"
+
+
 async def test_q_quits(history) -> None:
     repo, db, _ = history
     app = make_app(world_for(repo.path, db))
@@ -363,6 +375,32 @@ async def test_the_environment_bar_keeps_the_shown_name_in_view(history) -> None
         await settle(pilot)
         line = bar.render_line(0).text
         assert line.rstrip().endswith(names[-1]) and len(line) == bar.size.width
+
+
+async def test_the_ansi_themes_colour_the_statuses(history) -> None:
+    # Their colours are names Rich does not know ("ansi_green"): read as Rich's own.
+    repo, db, shas = history
+    app = make_app(world_for(repo.path, db))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        app.theme = "ansi-dark"
+        await pilot.press("right_square_bracket")
+        await settle(pilot)
+        table = app.screen.query_one(DeployTable)
+        assert rows(app) == [shas[4][:7], shas[1][:7]]
+        assert str(table.get_row_at(0)[3].style) == "green"
+        line = table.render_line(1)  # drawn, not just built
+        assert any(seg.style and seg.style.color and seg.style.color.name == "green" for seg in line)
+
+
+def test_an_unexpected_error_finding_the_world_is_raised_as_itself() -> None:
+    from tui.cli import open_dashboard
+
+    def find_world() -> World:
+        raise PermissionError("denied")
+
+    with pytest.raises(PermissionError, match="denied"):
+        open_dashboard(find_world)
 
 
 async def test_filter_text_is_never_markup(history) -> None:

@@ -989,3 +989,18 @@ def test_demo_removes_its_world_when_its_terminal_goes_away(tmp_path: Path) -> N
         os.close(fd)
     assert not [p for p in temp.iterdir() if p.name.startswith("andon-demo-")]
     assert os.waitstatus_to_exitcode(status) != 0  # it was stopped, not finished
+
+
+def test_a_deleted_current_directory_is_one_line(tmp_path: Path) -> None:
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    # The shell's directory removed under it: andon starts in a directory that no longer exists.
+    andon_script = Path(sys.executable).parent / "andon"  # the console script: `python -m` needs a cwd
+    script = 'cd "$1" && rmdir "$1" && shift && exec "$@"'
+    for command in (["log"], ["status"], []):
+        done = subprocess.run(["sh", "-c", script, "sh", str(gone), str(andon_script), *command],
+                              capture_output=True, text=True, env=_env(None), timeout=RUN_LIMIT)
+        gone.mkdir()
+        assert done.returncode == 1, (command, done.stderr)
+        assert done.stderr == ("andon: error: the current directory no longer exists: cd to a clone, "
+                               "or use --repo\n"), command

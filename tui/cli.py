@@ -359,7 +359,7 @@ def open_dashboard(find_world: Callable[[], World]) -> None:
         try:
             loaded["world"] = find_world()
             loaded["first"] = load_first_screen(loaded["world"])
-        except AndonError as error:
+        except BaseException as error:  # noqa: BLE001 - raised again in the main thread, as it was
             loaded["error"] = error
 
     reader = threading.Thread(target=read, name="andon-first-screen")
@@ -380,7 +380,7 @@ def open_dashboard(find_world: Callable[[], World]) -> None:
     try:
         make_app(world, first=loaded["first"]).run()
     finally:
-        world.close()
+        world.close()  # the reader set both world and first, or an error
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
