@@ -46,7 +46,8 @@ def duration(start: str | None, end: str | None) -> str:
 
 
 def status_text(status: str, trigger: str, colours: dict[str, str]) -> Text:
-    style = colours.get(STATUS_VARIABLE.get(status, ""), "")
+    # The ANSI themes name colours "ansi_green"; Rich knows them as "green".
+    style = colours.get(STATUS_VARIABLE.get(status, ""), "").removeprefix("ansi_")
     text = Text(f"{STATUS_ICON.get(status, '?')} {status}", style=style)
     if trigger in ("rollback", "auto-rollback"):
         text.append(" ↩", style="bold")

@@ -159,7 +159,7 @@ class RowList(ScrollView, can_focus=True):
                 if cell_len(value) > column.width:
                     value = set_cell_size(value, column.width - 1) + "…"
                 pad = column.width - cell_len(value)
-                style = _CONSOLE.get_style(cell.style) if isinstance(cell.style, str) else cell.style
+                style = _CONSOLE.get_style(cell.style, default="none") if isinstance(cell.style, str) else cell.style
                 segments.append(Segment(" " * (pad + 1) if column.justify == "right" else " "))
                 segments.append(Segment(value, style or None))
                 if column.justify != "right":
