@@ -42,8 +42,9 @@ class KeyBar(Widget):
         super().__init__(id=id)
         self.hints = list(hints)
 
-    def _spans(self) -> list[tuple[str, str, str, int, int]]:
-        """(key, title, action, first column, column after) of each hint, the palette last."""
+    def _spans(self) -> tuple[list[tuple[str, str, str, int, int]], tuple[str, str, str, int, int]]:
+        """(key, title, action, first column, column after) of each hint, and of the palette's,
+        which keeps the right end of the line: on a narrow terminal the hints are cut before it."""
         spans, x = [], 0
         for key, title, action in self.hints:
             width = cell_len(key) + cell_len(title) + 3  # " key " then "title "
@@ -51,28 +52,26 @@ class KeyBar(Widget):
             x += width
         key, title, action = PALETTE
         width = cell_len(key) + cell_len(title) + 4  # "▏" " key " "title "
-        start = max(x, self.size.width - width)
-        spans.append((key, title, action, start, start + width))
-        return spans
+        start = max(0, self.size.width - width)
+        return spans, (key, title, action, start, start + width)
 
     def render_line(self, y: int) -> Strip:
         width = self.size.width
         base = self.rich_style
         key_style = base + self.get_component_rich_style("keybar--key")
         title_style = base + self.get_component_rich_style("keybar--title")
-        segments: list[Segment] = []
-        x = 0
-        for key, title, _action, start, _stop in self._spans():
-            if start > x:
-                segments.append(Segment(" " * (start - x), base))
-                segments.append(Segment("▏", base + self.get_component_rich_style("keybar--rule")))
-                start += 1
-            segments += [Segment(f" {key} ", key_style), Segment(f"{title} ", title_style)]
-            x = start + cell_len(key) + cell_len(title) + 3
-        return Strip(segments).extend_cell_length(width, base).crop(0, width)
+        hints, (key, title, _action, start, _stop) = self._spans()
+        left: list[Segment] = []
+        for hint_key, hint_title, _, _, _ in hints:
+            left += [Segment(f" {hint_key} ", key_style), Segment(f"{hint_title} ", title_style)]
+        palette = [Segment("▏", base + self.get_component_rich_style("keybar--rule")),
+                   Segment(f" {key} ", key_style), Segment(f"{title} ", title_style)]
+        line = Strip(left).extend_cell_length(start, base).crop(0, start)
+        return Strip([*line, *palette]).crop(0, width)
 
     async def on_click(self, event: events.Click) -> None:
-        for _key, _title, action, start, stop in self._spans():
+        hints, palette = self._spans()
+        for _key, _title, action, start, stop in [palette, *hints]:  # the palette's is on top
             if start <= event.x < stop:
                 event.stop()
                 await self.app.run_action(action, self.screen)
