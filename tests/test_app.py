@@ -233,6 +233,20 @@ async def test_on_a_narrow_terminal_the_key_bar_keeps_the_palette_hint(history) 
         assert type(app.screen).__name__ == "CommandPalette"
 
 
+async def test_on_a_narrow_terminal_the_deploy_goes_under_the_list(history) -> None:
+    repo, db, _ = history
+    app = make_app(world_for(repo.path, db))
+    async with app.run_test(size=(90, 30)) as pilot:
+        await settle(pilot)
+        history_pane, detail = app.screen.query_one("#history"), app.screen.query_one("#detail")
+        assert app.screen.has_class("-narrow")
+        assert detail.region.y >= history_pane.region.bottom and detail.region.width == history_pane.region.width == 90
+        await pilot.resize_terminal(120, 40)
+        await settle(pilot)
+        assert app.screen.has_class("-wide")
+        assert detail.region.y == history_pane.region.y and detail.region.x >= history_pane.region.right
+
+
 async def test_q_quits(history) -> None:
     repo, db, _ = history
     app = make_app(world_for(repo.path, db))

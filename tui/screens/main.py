@@ -101,6 +101,9 @@ class LoadFailed(Message):
 
 class MainScreen(Screen[None]):
     BINDINGS = bindings()
+    # Below 110 columns the selected deploy goes under the list instead of beside it
+    # (the list needs 70 columns; beside it the deploy would get a sliver).
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (110, "-wide")]
 
     env: reactive[str | None] = reactive(None)
     filter_text: reactive[str] = reactive("")
