@@ -2,8 +2,9 @@
 
 Textual's Footer is a container with a widget per key (and 600 tokens of CSS to
 parse on every start); the dashboard's keys never change while it runs, so one
-widget drawing one line does, for about 4 ms less of the first frame. A click on a
-hint runs its action, as a click on a Footer key does.
+widget drawing one line does, for 12M fewer instructions (1%) before the first frame
+(callgrind, main thread). A click on a hint runs its action, as a click on a Footer
+key does.
 """
 
 from __future__ import annotations
