@@ -42,6 +42,10 @@ class BoundedOutput:
         self.head = ""
         self.tail = ""
         self.dropped = 0
+        self.notes: list[str] = []  # andon's own remarks about the stream: never cut
+
+    def note(self, text: str) -> None:
+        self.notes.append(text)
 
     def add(self, text: str) -> None:
         if len(self.head) < self.head_limit:
@@ -62,9 +66,10 @@ class BoundedOutput:
 
     def text(self) -> str:
         self._trim()
+        notes = "".join(self.notes)
         if self.dropped:
-            return f"{self.head}\n[... {self.dropped} characters of output not kept ...]\n{self.tail}"
-        return self.head + self.tail
+            return f"{self.head}\n[... {self.dropped} characters of output not kept ...]\n{self.tail}{notes}"
+        return self.head + self.tail + notes
 
 
 @dataclass(frozen=True)
@@ -149,7 +154,8 @@ class Runner:
                 forward(text)
             except Exception as error:
                 forward = None
-                kept.add(f"\n[andon: output display failed: {clean(str(error))}]\n")
+                # A note, not output: in the middle of a long stream it would be cut away.
+                kept.note(f"\n[andon: output display failed: {clean(str(error))}]\n")
 
         def drain() -> None:
             assert process.stdout is not None

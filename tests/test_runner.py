@@ -294,6 +294,17 @@ def test_bounded_output_under_the_limit_is_kept_whole() -> None:
     assert kept.text().endswith("789!") and kept.dropped == 1
 
 
+def test_a_note_in_the_middle_of_a_long_stream_is_never_cut_away() -> None:
+    # The display may fail once the head is full; the note saying so must outlive the trimming.
+    kept = BoundedOutput(100)
+    kept.add("h" * 30)
+    kept.note("\n[andon: output display failed: gone]\n")
+    for _ in range(100):
+        kept.add("t" * 50)
+    assert kept.dropped > 0
+    assert kept.text().endswith("t\n[andon: output display failed: gone]\n")
+
+
 def test_non_utf8_bytes_and_escape_sequences_in_output_are_neutralised() -> None:
     code = (
         "import sys\n"
