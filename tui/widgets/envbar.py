@@ -108,8 +108,9 @@ class EnvBar(Widget):
         return Strip(segments).crop(offset, offset + width)
 
     def on_click(self, event: events.Click) -> None:
-        x = event.x + self._scroll(self._labels())
-        for name, start, stop in self._labels():
+        spans = self._labels()
+        x = event.x + self._scroll(spans)
+        for name, start, stop in spans:
             if start <= x < stop:
                 event.stop()
                 self.post_message(self.Chosen(self, name))
