@@ -66,6 +66,9 @@ class Deploy(NamedTuple):
     exit_code: int | None
     output: str = ""
     reverts: int | None = None
+    # Why the stored row is not what andon writes (another program wrote it): one line,
+    # "" for a sound row. The fields then hold cleaned stand-ins; times may not parse.
+    damaged: str = ""
 
     @property
     def short_sha(self) -> str:
@@ -76,7 +79,7 @@ class Deploy(NamedTuple):
             "id": self.id, "env": self.env, "sha": self.sha, "prev_sha": self.prev_sha,
             "status": self.status, "who": self.who, "trigger": self.trigger, "reason": self.reason,
             "started_at": self.started_at, "finished_at": self.finished_at,
-            "exit_code": self.exit_code, "reverts": self.reverts,
+            "exit_code": self.exit_code, "reverts": self.reverts, "damaged": self.damaged or None,
         }
         if output:
             entry["output"] = self.output

@@ -852,6 +852,7 @@ def _corrupt_pages(repo: Repo, tmp_path: Path) -> Path:
 def _newer(repo: Repo, tmp_path: Path) -> Path:
     db = _real_log(repo, tmp_path)
     conn = sqlite3.connect(db)
+    conn.execute("UPDATE andon_meta SET value = '99' WHERE key = 'writer_min_schema'")  # a breaking change
     conn.execute("PRAGMA user_version = 99")
     conn.commit()
     conn.close()
@@ -871,7 +872,7 @@ def _someone_elses(repo: Repo, tmp_path: Path) -> Path:
     (_not_sqlite, "not an SQLite database"),
     (_garbage_after_header, "corrupt"),
     (_corrupt_pages, "corrupt"),
-    (_newer, "newer andon"),
+    (_newer, "upgrade andon"),
     (_someone_elses, "not an andon deploy log"),
 ], ids=["not-sqlite", "garbage", "corrupt-pages", "newer", "someone-elses"])
 @pytest.mark.parametrize("command", [

@@ -75,7 +75,7 @@ def test_log_json_is_the_same_document_as_the_entries(repo: Repo, tmp_path: Path
 def test_a_log_of_schema_1_is_migrated_and_keeps_its_deploys(tmp_path: Path) -> None:
     db = tmp_path / "old.db"
     conn = sqlite3.connect(db, isolation_level=None)
-    conn.executescript(MIGRATIONS[0])
+    conn.executescript(MIGRATIONS[0].sql)
     conn.execute("PRAGMA user_version = 1")
     conn.execute("INSERT INTO deploys (env, sha, status, started_at) VALUES ('prod', ?, 'succeeded', ?)",
                  ("a" * 40, "2026-01-01T00:00:00.000000Z"))

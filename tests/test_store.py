@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 import backend.store as store
-from backend import AndonError
+import backend.store.core
+from backend import ANDON_VERSION, AndonError
 from backend.models import FAILED, INTERRUPTED, RUNNING, SUCCEEDED, to_iso
 from backend.store import SCHEMA_VERSION, DeployLog, ImportResult, StoreError
 
@@ -180,13 +181,67 @@ def test_a_log_with_a_damaged_table_page_fails_in_one_line_and_is_never_written(
     assert path.read_bytes() == bytes(data)
 
 
-def test_a_log_from_a_newer_andon_is_refused_and_left_untouched(tmp_path: Path) -> None:
+def newer_schema(path: Path, *, breaking: bool) -> None:
+    """What a newer andon would leave: one more schema step, a new table and a new column."""
+    with raw(path) as other:
+        other.execute("CREATE TABLE future_things (id INTEGER PRIMARY KEY, note TEXT)")
+        other.execute("ALTER TABLE deploys ADD COLUMN approved_by TEXT")
+        if breaking:
+            other.execute("UPDATE andon_meta SET value = ? WHERE key = 'writer_min_schema'",
+                          (str(SCHEMA_VERSION + 1),))
+            other.execute("UPDATE andon_meta SET value = '0.9.1' WHERE key = 'writer_min_andon'")
+        other.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+
+
+def test_a_log_a_newer_andon_only_added_to_still_works_and_is_not_migrated(tmp_path: Path) -> None:
+    path = tmp_path / "deploys.db"
+    fill(path, 3)
+    newer_schema(path, breaking=False)
+    log = DeployLog.open(path, clock=ticking(T0 + timedelta(days=1)))
+    try:
+        started = log.start("production", sha(9), who="ada")
+        log.finish(started.id, SUCCEEDED, exit_code=0)
+        log.record("production", sha(10), FAILED, who="ci")
+        assert [d.sha for d in log.deploys()][:3] == [sha(10), sha(9), sha(2)]
+        assert log.get(started.id).prev_sha == sha(2)
+    finally:
+        log.close()
+    with raw(path) as other:
+        assert other.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION + 1  # left as it was
+        assert other.execute("SELECT count(*) FROM future_things").fetchone()[0] == 0
+
+
+def test_a_log_a_newer_andon_changed_incompatibly_is_refused_in_one_line_and_left_untouched(
+        tmp_path: Path) -> None:
+    path = tmp_path / "deploys.db"
+    fill(path, 3)
+    newer_schema(path, breaking=True)
+    message = refused(path)
+    assert "needs andon 0.9.1 or later" in message and f"schema {SCHEMA_VERSION + 1}" in message
+    assert "upgrade andon" in message
+
+
+def test_a_newer_log_without_the_rule_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "deploys.db"
     fill(path, 3)
     with raw(path) as other:
+        other.execute("DELETE FROM andon_meta")
         other.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
-    message = refused(path)
-    assert f"schema {SCHEMA_VERSION + 1}" in message and "upgrade andon" in message
+    assert "needs andon a newer release or later" in refused(path)
+
+
+def test_a_breaking_step_raises_the_oldest_writer_to_this_schema(tmp_path: Path) -> None:
+    path = tmp_path / "deploys.db"
+
+    class Breaking(DeployLog):
+        MIGRATIONS = (*store.MIGRATIONS, store.Migration("CREATE TABLE reshaped (id INTEGER)", breaking=True))
+
+    Breaking.open(path).close()
+    with raw(path) as other:
+        meta = dict(other.execute("SELECT key, value FROM andon_meta").fetchall())
+    assert meta == {"writer_min_schema": str(SCHEMA_VERSION + 1), "writer_min_andon": ANDON_VERSION}
+    message = refused(path)  # this andon is now too old for it
+    assert f"needs andon {ANDON_VERSION} or later" in message
 
 
 @pytest.mark.parametrize("user_version", sorted({0, 1, SCHEMA_VERSION}))
@@ -229,7 +284,7 @@ def test_a_directory_is_not_a_log(tmp_path: Path) -> None:
 def test_a_log_locked_by_another_writer_gives_one_line_and_writes_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(store, "BUSY_TIMEOUT", 0.2)
+    monkeypatch.setattr(store.core, "BUSY_TIMEOUT", 0.2)
     path = tmp_path / "deploys.db"
     log = DeployLog.open(path)
     try:
@@ -498,6 +553,157 @@ def test_text_written_by_another_writer_is_neutralised_when_read(log: DeployLog)
     assert newest.who == "mallory"
     assert newest.reason == "line one line two"
     assert newest.output == "ok\nprogress\n100%\n"
+
+
+def test_recording_an_older_deploy_later_moves_where_the_next_ones_range_starts(clocked: DeployLog) -> None:
+    """The deploy after a late-recorded one must not count that one's commits again."""
+    clocked.record("production", sha(1), SUCCEEDED, who="ci", at=T0 - timedelta(hours=3))
+    later = clocked.record("production", sha(3), SUCCEEDED, who="ci", at=T0 - timedelta(hours=1))
+    failed = clocked.record("production", sha(4), FAILED, who="ci", at=T0 - timedelta(minutes=30))
+    assert clocked.get(later.id).prev_sha == sha(1)
+    middle = clocked.record("production", sha(2), SUCCEEDED, who="ci", at=T0 - timedelta(hours=2))
+    assert middle.prev_sha == sha(1)
+    assert clocked.get(later.id).prev_sha == sha(2)  # was sha(1): 1..3 counted 2's commits again
+    assert clocked.get(failed.id).prev_sha == sha(3)
+    assert [d.prev_sha for d in clocked.deploys()] == [sha(3), sha(2), sha(1), None]
+    # The same through import, and the stored rows themselves never changed (append-only).
+    clocked.import_many([{"env": "production", "sha": sha(5), "status": SUCCEEDED, "who": "ci",
+                          "at": to_iso(T0 - timedelta(minutes=90))}], who="ci")
+    assert clocked.get(later.id).prev_sha == sha(5)
+    with raw(clocked.path) as other:
+        assert other.execute("SELECT prev_sha FROM deploys WHERE id = ?", (later.id,)).fetchone()[0] == sha(1)
+
+
+def test_the_previous_sha_is_found_through_the_succeeded_index(log: DeployLog) -> None:
+    with raw(log.path) as other:
+        plan = " ".join(row[-1] for row in other.execute(
+            "EXPLAIN QUERY PLAN SELECT " + store.deploys._PREV + " FROM deploys d WHERE d.id = 1"))
+    assert "deploys_env_succeeded" in plan
+
+
+BAD_ROWS = [
+    ("started_at", "'yesterday'", "started_at 'yesterday' is not a time"),
+    ("started_at", "20260101", "started_at '20260101' is not a time"),
+    ("finished_at", "'2026-02-31 soon'", "finished_at '2026-02-31 soon' is not a time"),
+    ("exit_code", "'boom'", "exit_code 'boom' is not a number"),
+    ("who", "x'00ff1b'", "who is binary, not text"),
+    ("sha", "'--output=pwned'", "sha '--output=pwned' is not a full commit SHA"),
+    ("reverts", "'x'", "reverts 'x' is not a deploy id"),
+    ("output", "x'1b5b324a'", "output is binary, not text"),
+]
+
+
+@pytest.mark.parametrize(("column", "value", "reason"), BAD_ROWS, ids=[r[0] + "-" + r[1] for r in BAD_ROWS])
+def test_a_row_another_program_damaged_reads_as_damaged_and_says_why(
+        log: DeployLog, column: str, value: str, reason: str) -> None:
+    good = log.record("production", sha(1), SUCCEEDED, who="ci")
+    bad = log.record("production", sha(2), FAILED, who="ci", at=T0 + timedelta(days=1))
+    with raw(log.path) as other:
+        other.execute("DROP TRIGGER deploys_finish_once")  # another program may do anything
+        other.execute(f"UPDATE deploys SET {column} = {value} WHERE id = ?", (bad.id,))
+    read = {d.id: d for d in log.deploys(with_output=True)}
+    assert read[good.id].damaged == ""
+    assert read[bad.id].damaged == f"deploy #{bad.id} is damaged: {reason}"
+    assert all(isinstance(getattr(read[bad.id], f), str) for f in ("env", "sha", "who", "started_at", "output"))
+    assert log.get(bad.id).damaged == read[bad.id].damaged
+    assert [d.id for chunk in log.iter_deploys() for d in chunk] == [d.id for d in log.deploys()]
+
+
+def test_events_are_cleaned_when_read_including_bidi_and_zero_width(log: DeployLog) -> None:
+    log.record("production", sha(1), SUCCEEDED, who="eve\u202egnp.exe\u200b")
+    with raw(log.path) as other:
+        other.execute("INSERT INTO events (at, kind, env, who, detail) VALUES (?, ?, ?, ?, ?)",
+                      ("2030-01-01T00:00:00.000000Z", "note\x1b[2J", "production", "\x1b]0;pwned\x07mallory",
+                       '{"text": "hi\\u001b[31m red", "n": [1, "\\u202e"]}'))
+        other.execute("INSERT INTO events (at, kind, who, detail) VALUES (?, 'x', 'y', ?)",
+                      ("2030-01-02T00:00:00.000000Z", "not json \x1b[1m"))
+    events = log.events()
+    assert events[2].who == "evegnp.exe"
+    assert (events[1].kind, events[1].who) == ("note", "mallory")
+    assert json.loads(events[1].detail) == {"text": "hi red", "n": [1, ""]}
+    assert json.loads(events[0].detail) == {"text": "not json "}
+    for event in events:
+        assert not any(ch in "".join(map(str, event)) for ch in "\x1b\x07\u202e\u200b")
+
+
+def test_changes_say_which_kinds_of_events_came_per_environment(tmp_path: Path) -> None:
+    path = tmp_path / "deploys.db"
+    mine, theirs = DeployLog.open(path), DeployLog.open(path)
+    try:
+        assert mine.last_event_id() == 0
+        assert mine.changes(0) == store.Changes(0, frozenset())
+        theirs.record("production", sha(1), SUCCEEDED, who="ci")
+        started = theirs.start("staging", sha(2), who="ci")
+        theirs.finish(started.id, FAILED, exit_code=1)
+        theirs.cache_ranges({(None, sha(1)): (True, 0, "[]")})  # a range kept: no event
+        seen = mine.changes(0)
+        assert seen.last == mine.last_event_id() == 3
+        assert seen.kinds == {("deploy.recorded", "production"), ("deploy.started", "staging"),
+                              ("deploy.finished", "staging")}
+        assert mine.changes(seen.last) == store.Changes(3, frozenset())
+    finally:
+        mine.close()
+        theirs.close()
+
+
+def test_iter_deploys_streams_in_chunks_newest_first_and_honours_env_and_limit(clocked: DeployLog) -> None:
+    for n in range(25):
+        clocked.record("production" if n % 3 else "staging", sha(n + 1), SUCCEEDED, who="ci",
+                       at=T0 + timedelta(minutes=n // 2))  # pairs share a time: ties broken by id
+    everything = clocked.deploys()
+    chunks = list(clocked.iter_deploys(chunk=4))
+    assert [len(c) for c in chunks] == [4] * 6 + [1]
+    assert [d for c in chunks for d in c] == everything
+    assert [d for c in clocked.iter_deploys("staging", chunk=3) for d in c] == clocked.deploys("staging")
+    assert [d for c in clocked.iter_deploys(limit=10, chunk=4) for d in c] == everything[:10]
+
+
+def test_sqlite_utils_inserts_nest_inside_our_immediate_transaction(log: DeployLog) -> None:
+    with pytest.raises(RuntimeError), log.immediate():
+        log.db["deploys"].insert_all([{"env": "production", "sha": sha(1), "status": SUCCEEDED,
+                                       "started_at": to_iso(T0)}])
+        raise RuntimeError("after the insert")
+    assert log.count() == 0  # rolled back with the transaction: it did not commit on its own
+
+
+IMPORTER = """
+import sys, time
+from pathlib import Path
+sys.path.insert(0, {root!r})
+from backend.store import DeployLog
+path, number, go = Path(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3])
+while not go.exists():
+    time.sleep(0.01)
+log = DeployLog.open(path)
+for batch in range(5):
+    rows = [{{"env": "production", "sha": "%02d%02d%036x" % (number, batch, n), "status": "succeeded",
+             "at": "2026-01-%02dT00:%02d:%02d.000000Z" % (number + 1, batch, n)}} for n in range(50)]
+    result = log.import_many(rows, who="proc%d" % number)
+    assert result.imported == 50, result
+    log.import_many(rows[:10], who="again")  # all skipped
+log.close()
+"""
+
+
+def test_imports_from_several_processes_at_once_all_land_once(tmp_path: Path) -> None:
+    path = tmp_path / "deploys.db"
+    DeployLog.open(path).close()
+    script = tmp_path / "importer.py"
+    script.write_text(IMPORTER.format(root=str(Path(__file__).resolve().parents[1])))
+    go = tmp_path / "go"
+    procs = [subprocess.Popen([sys.executable, str(script), str(path), str(n), str(go)],
+                              stderr=subprocess.PIPE, text=True) for n in range(3)]
+    go.touch()
+    results = [(proc.wait(timeout=120), proc.stderr.read()) for proc in procs]  # type: ignore[union-attr]
+    assert [code for code, _ in results] == [0, 0, 0], [err for _, err in results]
+    log = DeployLog.open(path)
+    try:
+        assert log.count() == 750
+        events = log.events(limit=2000)
+        assert len(events) == 750 and {e.kind for e in events} == {"deploy.imported"}
+        assert {e.deploy_id for e in events} == {d.id for d in log.deploys()}
+    finally:
+        log.close()
 
 
 # -- several writers ---------------------------------------------------------------------

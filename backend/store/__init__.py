@@ -1,0 +1,34 @@
+"""The deploy log: one SQLite file shared by every dashboard and CI writer on a host.
+
+:mod:`backend.store.core` owns the file, the schema versions, the write transaction,
+events and change detection; each concept has its own module with its tables and
+methods (:mod:`~backend.store.deploys`, :mod:`~backend.store.ranges`), mixed into
+:class:`DeployLog`. A new concept is a new module, one base class below and its
+schema steps appended to :data:`MIGRATIONS`.
+"""
+
+from __future__ import annotations
+
+from backend.store import deploys, ranges
+from backend.store.core import EVENTS_SCHEMA, Changes, LogCore, Migration, StoreError, create_meta
+from backend.store.deploys import DeploysMixin, ImportResult
+from backend.store.ranges import RangesMixin
+
+# Applied in this order, once each, never edited; append only. ``breaking=True`` for a
+# step older andons must not write past (see core's docstring).
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(deploys.SCHEMA + EVENTS_SCHEMA),  # 1: deploys and events
+    Migration(ranges.SCHEMA),  # 2: release ranges, computed once
+    Migration(create=create_meta),  # 3: the compatibility rule
+    Migration(deploys.SUCCEEDED_INDEX),  # 4: previous SHAs worked out when read
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class DeployLog(DeploysMixin, RangesMixin, LogCore):
+    """The deploy log at a path: open with :meth:`DeployLog.open`."""
+
+    MIGRATIONS = MIGRATIONS
+
+
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "Changes", "DeployLog", "ImportResult", "StoreError"]
