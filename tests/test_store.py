@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 
 import backend.store as store
-import backend.store.core
 from backend import ANDON_VERSION, AndonError
 from backend.models import FAILED, INTERRUPTED, RUNNING, SUCCEEDED, to_iso
 from backend.store import SCHEMA_VERSION, DeployLog, ImportResult, StoreError
