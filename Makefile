@@ -14,7 +14,8 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/andon demo
 
-test: $(STAMP)
+# Lint first: CI keeps ruff and mypy clean, not only the tests green.
+test: lint
 	$(BIN)/python -m pytest -q
 
 screenshots: $(STAMP)
@@ -25,6 +26,7 @@ bench: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check backend tui tests benchmarks
+	$(BIN)/python -m mypy
 
 clean:
 	rm -rf $(VENV)

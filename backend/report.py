@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 from backend.history import Range
@@ -29,37 +30,64 @@ def range_json(found: Range, commit_json: dict[str, dict[str, Any]] | None = Non
     }
 
 
+def log_chunks(world: World, env: str | None = None, limit: int | None = None
+               ) -> Iterator[list[tuple[Deploy, Range]]]:
+    """Deploys newest first with the commits each shipped, a few hundred at a time.
+
+    Ranges not kept in the log yet (a log written by another tool) are worked out first,
+    all in one batch (one git log for a big batch, and kept for next time); then the
+    deploys stream from the log with their kept ranges, so memory stays flat however
+    long the history.
+    """
+    missing = world.log.uncached(world.log.pairs(env, limit=limit))
+    if missing:
+        world.history.ranges(missing)
+    for deploys in world.log.iter_deploys(env, limit=limit):
+        ranges = world.history.ranges([(d.prev_sha, d.sha) for d in deploys])
+        yield [(deploy, ranges[(deploy.prev_sha, deploy.sha)]) for deploy in deploys]
+
+
 def log_entries(world: World, env: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
     """Deploys, newest first, each with the commits it shipped (one git call per batch)."""
-    deploys = world.log.deploys(env, limit=limit)
-    ranges = world.history.ranges([(d.prev_sha, d.sha) for d in deploys])
     commit_json: dict[str, dict[str, Any]] = {}
     entries = []
-    for deploy in deploys:
-        entry = deploy.to_json(output=False)
-        entry.update(range_json(ranges[(deploy.prev_sha, deploy.sha)], commit_json))
-        entries.append(entry)
+    for chunk in log_chunks(world, env, limit):
+        for deploy, found in chunk:
+            entry = deploy.to_json(output=False)
+            entry.update(range_json(found, commit_json))
+            entries.append(entry)
     return entries
 
 
-def log_json(world: World, env: str | None = None, limit: int | None = None) -> str:
-    """``andon log --json`` as one UTF-8 JSON text, built without re-encoding the commits.
+def iter_log_json(world: World, env: str | None = None, limit: int | None = None, *,
+                  damaged: list[str] | None = None) -> Iterator[str]:
+    """``andon log --json`` as UTF-8 JSON text, in pieces written as they are read.
 
     Each range's commits are already JSON (kept so in the range cache), so they are
     spliced in as they are: over 10,000 deploys this is several times faster than
-    building and encoding the same document as Python objects.
+    building and encoding the same document as Python objects. ``damaged`` collects
+    the reasons of damaged rows met on the way.
     """
-    deploys = world.log.deploys(env, limit=limit)
-    ranges = world.history.ranges([(d.prev_sha, d.sha) for d in deploys])
     dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
-    parts = []
-    for deploy in deploys:
-        found = ranges[(deploy.prev_sha, deploy.sha)]
-        head = dumps(deploy.to_json(output=False))
-        tail = dumps({"commits_error": found.error, "commits_truncated": found.truncated,
-                      "first_deploy": found.first})
-        parts.append(f'{head[:-1]},"commits":{found.commits_json()},{tail[1:]}')
-    return '{"deploys":[' + ",".join(parts) + "]}"
+    yield '{"deploys":['
+    separator = ""
+    for chunk in log_chunks(world, env, limit):
+        parts = []
+        for deploy, found in chunk:
+            if deploy.damaged and damaged is not None:
+                damaged.append(deploy.damaged)  # the CLI names them on stderr
+            head = dumps(deploy.to_json(output=False))
+            tail = dumps({"commits_error": found.error, "commits_truncated": found.truncated,
+                          "first_deploy": found.first})
+            parts.append(f'{head[:-1]},"commits":{found.commits_json()},{tail[1:]}')
+        yield separator + ",".join(parts)
+        separator = ","
+    yield "]}"
+
+
+def log_json(world: World, env: str | None = None, limit: int | None = None) -> str:
+    """The whole of ``andon log --json`` as one string (tests; the CLI streams it)."""
+    return "".join(iter_log_json(world, env, limit))
 
 
 def _brief(deploy: Deploy | None) -> dict[str, Any] | None:
@@ -76,7 +104,6 @@ def status(world: World) -> list[dict[str, Any]]:
         pending = world.history.pending(branch, live.sha if live else None, world.config.branch)
         result.append({
             "env": env,
-            "line": "running",
             "live": _brief(live),
             "latest": _brief(latest[0] if latest else None),
             "branch": branch.removeprefix("refs/heads/") if branch else None,

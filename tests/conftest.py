@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from backend import AndonError
 from backend.store import DeployLog
 
 ISOLATED_ENV = {
@@ -30,6 +31,14 @@ def isolated(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Monke
         monkeypatch.setenv(key, value)
     for key in ("ANDON_DB", "ANDON_USER", "CI", "GIT_DIR", "GIT_WORK_TREE"):
         monkeypatch.delenv(key, raising=False)
+
+
+def one_line(error: BaseException) -> str:
+    """The message of an andon error, checked to be what a person should see: one line."""
+    message = str(error)
+    assert isinstance(error, AndonError), repr(error)
+    assert message and "\n" not in message and "\r" not in message, message
+    return message
 
 
 def git(repo: Path, *args: str, env: dict[str, str] | None = None) -> str:

@@ -573,12 +573,12 @@ def history(repo: Repo) -> dict[str, str]:
 def test_status_human_output(repo: Repo, history: dict[str, str]) -> None:
     out = ok("status", cwd=repo.path).out
     assert out.splitlines() == [
-        "staging: line running",
+        "staging:",
         f"  live     {history['c1'][:7]}  deployed 2025-03-01 12:00 by alice (#1)",
         "  pending  2 commits on main",
         f"           {history['c3'][:7]}  polish the thing",
         f"           {history['c2'][:7]}  fix the thing",
-        "production: line running",
+        "production:",
         "  live     nothing deployed yet",
         "  pending  3 commits on main",
         f"           {history['c3'][:7]}  polish the thing",
@@ -590,11 +590,18 @@ def test_status_human_output(repo: Repo, history: dict[str, str]) -> None:
 def test_status_json_is_one_document(repo: Repo, history: dict[str, str]) -> None:
     data = json.loads(ok("status", "--json", cwd=repo.path).out)
     staging, production = data["environments"]
-    assert (staging["env"], staging["line"], staging["branch"]) == ("staging", "running", "main")
+    assert (staging["env"], staging["branch"]) == ("staging", "main")
     assert staging["live"]["sha"] == history["c1"] and staging["live"]["who"] == "alice"
+    assert staging["latest"] == staging["live"]
     assert staging["pending_count"] == 2
     assert [c["sha"] for c in staging["pending"]] == [history["c3"], history["c2"]]
-    assert production["live"] is None and production["pending_count"] == 3
+    assert production["live"] is None and production["latest"] is None and production["pending_count"] == 3
+    # A failed deploy is the latest but not live, and leaves the pending commits pending.
+    ok("record", "--env", "staging", "--sha", history["c3"], "--status", "failed", cwd=repo.path)
+    staging = json.loads(ok("status", "--json", cwd=repo.path).out)["environments"][0]
+    assert staging["live"]["sha"] == history["c1"]
+    assert (staging["latest"]["sha"], staging["latest"]["status"]) == (history["c3"], "failed")
+    assert staging["pending_count"] == 2
 
 
 def test_log_human_output_lists_each_deploys_commits(repo: Repo, history: dict[str, str]) -> None:
@@ -742,7 +749,7 @@ def test_an_empty_repository_gives_plain_answers(tmp_path: Path) -> None:
     assert ok("status", cwd=empty.path).out.startswith("no environments yet")
     configure(empty, "[environments.staging]\ndeploy = [\"true\"]\n")
     status = ok("status", cwd=empty.path).out
-    assert "staging: line running" in status and "the deploy branch has no commits yet" in status
+    assert "staging:\n" in status and "the deploy branch has no commits yet" in status
     assert json.loads(ok("status", "--json", cwd=empty.path).out)["environments"][0]["pending_count"] is None
     assert ok("log", cwd=empty.path).out == "no deploys yet\n"
     assert deploys(empty.path) == []
@@ -1005,3 +1012,40 @@ def test_a_deleted_current_directory_is_one_line(tmp_path: Path) -> None:
         assert done.returncode == 1, (command, done.stderr)
         assert done.stderr == ("andon: error: the current directory no longer exists: cd to a clone, "
                                "or use --repo\n"), command
+
+
+def test_a_damaged_row_is_named_on_stderr_and_everything_else_is_shown(repo: Repo, history: dict[str, str]) -> None:
+    ok("record", "--env", "staging", "--sha", history["c2"], "--status", "succeeded",
+       "--at", "2025-03-02T12:00:00Z", cwd=repo.path)
+    conn = sqlite3.connect(repo.path / ".git" / "andon" / "deploys.db")
+    conn.execute("DROP TRIGGER deploys_finish_once")  # another program may do anything
+    conn.execute("UPDATE deploys SET started_at = 'yesterday' WHERE id = 2")
+    conn.commit()
+    conn.close()
+    warning = "andon: warning: deploy #2 is damaged: started_at 'yesterday' is not a time"
+    for args in (["log"], ["log", "--json"], ["status"], ["status", "--json"]):
+        result = ok(*args, cwd=repo.path)
+        assert result.err.splitlines() == [warning], args
+    text = ok("log", cwd=repo.path).out.splitlines()
+    assert text[0].split()[:3] == ["#2", "yesterday", "staging"] and "damaged" in text[0]
+    entries = deploys(repo.path)
+    assert [(e["id"], e["damaged"]) for e in entries] == [(2, warning.removeprefix("andon: warning: ")), (1, None)]
+
+
+def test_log_json_is_written_in_pieces_as_the_log_is_read(repo: Repo, tmp_path: Path) -> None:
+    from backend.report import iter_log_json, log_entries
+    from backend.store.deploys import READ_CHUNK
+    from backend.world import resolve_world
+
+    head = repo.commit("first")
+    rows = b"".join(jsonl({"environment": "production", "sha": head, "status": "succeeded",
+                           "time": f"2025-01-01T{n // 3600:02d}:{n // 60 % 60:02d}:{n % 60:02d}Z"})
+                    for n in range(READ_CHUNK * 2 + 7))
+    ok("import", cwd=repo.path, stdin=rows)
+    world = resolve_world(repo.path, None, None)
+    try:
+        pieces = list(iter_log_json(world))
+        assert len(pieces) == 2 + 3  # the opening, three chunks of deploys, the closing
+        assert json.loads("".join(pieces)) == {"deploys": log_entries(world)}
+    finally:
+        world.close()

@@ -25,7 +25,7 @@ from backend.report import log_entries, status
 from backend.runner import RunError, Runner
 from backend.store import DeployLog, StoreError
 from backend.world import World, resolve_world
-from tests.conftest import Repo
+from tests.conftest import Repo, one_line
 
 PY = json.dumps(sys.executable)  # a TOML basic string
 
@@ -60,13 +60,6 @@ timeout = 1
 [environments.docs]
 timeout = 5
 """
-
-
-def one_line(error: BaseException) -> str:
-    message = str(error)
-    assert isinstance(error, AndonError)
-    assert message and "\n" not in message
-    return message
 
 
 @pytest.fixture

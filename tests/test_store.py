@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 
 import backend.store as store
-from backend import ANDON_VERSION, AndonError
+from backend import ANDON_VERSION
 from backend.models import FAILED, INTERRUPTED, RUNNING, SUCCEEDED, to_iso
 from backend.store import SCHEMA_VERSION, DeployLog, ImportResult, StoreError
+from tests.conftest import one_line
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
@@ -36,13 +37,6 @@ def ticking(start: datetime = T0, step: timedelta = timedelta(seconds=1)) -> Cal
         return now[0]
 
     return clock
-
-
-def one_line(error: BaseException) -> str:
-    message = str(error)
-    assert isinstance(error, AndonError)
-    assert message and "\n" not in message and "\r" not in message
-    return message
 
 
 def refused(path: Path, **kwargs: object) -> str:

@@ -22,7 +22,7 @@ from typing import Any, NoReturn
 from backend import AndonError
 from backend.config import check_environment_name
 from backend.history import FULL_SHA
-from backend.models import FINAL_STATUSES, from_iso, to_iso
+from backend.models import FINAL_STATUSES, from_iso, to_iso, when
 from backend.text import clean_line, short
 from backend.world import World, resolve_world
 
@@ -279,6 +279,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         report = status(world)
     finally:
         world.close()
+    _warn_damaged(list(dict.fromkeys(
+        env[key]["damaged"] for env in report for key in ("live", "latest") if env[key] and env[key]["damaged"])))
     if args.json:
         _dump({"environments": report})
         return 0
@@ -286,14 +288,14 @@ def cmd_status(args: argparse.Namespace) -> int:
         _out("no environments yet: configure some in andon.toml, or record a deploy")
     for env in report:
         live = env["live"]
-        _out(f"{env['env']}: line {env['line']}")
+        _out(f"{env['env']}:")
         if live:
-            _out(f"  live     {short(live['sha'])}  deployed {_when(live['started_at'])} by {live['who']} (#{live['id']})")
+            _out(f"  live     {short(live['sha'])}  deployed {when(live['started_at'])} by {live['who']} (#{live['id']})")
         else:
             _out("  live     nothing deployed yet")
         latest = env["latest"]
         if latest and (not live or latest["id"] != live["id"]):
-            _out(f"  latest   {short(latest['sha'])}  {latest['status']} {_when(latest['started_at'])} by {latest['who']} (#{latest['id']})")
+            _out(f"  latest   {short(latest['sha'])}  {latest['status']} {when(latest['started_at'])} by {latest['who']} (#{latest['id']})")
         if env["pending_error"]:
             _out(f"  pending  {env['pending_error'].removeprefix('pending commits ')}")
         else:
@@ -305,41 +307,61 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def _when(stamp: str) -> str:
-    return stamp[:16].replace("T", " ")
-
-
 def cmd_log(args: argparse.Namespace) -> int:
-    from backend.report import log_entries, log_json
+    from backend.report import iter_log_json, log_chunks, range_json
 
     if args.env:
         check_environment_name(args.env)
     world = _world(args)
+    damaged: list[str] = []
     try:
         if args.json:
-            text = log_json(world, args.env, args.limit)
-            if _stdout_is_utf8():
-                sys.stdout.write(text + "\n")
+            # Written as it is read: memory stays flat however long the history.
+            utf8 = _stdout_is_utf8()
+            pieces = []
+            for piece in iter_log_json(world, args.env, args.limit, damaged=damaged):
+                if utf8:
+                    sys.stdout.write(piece)
+                else:
+                    pieces.append(piece)
+            if utf8:
+                sys.stdout.write("\n")
             else:
-                _dump(json.loads(text))
-            return 0
-        entries = log_entries(world, args.env, args.limit)
+                _dump(json.loads("".join(pieces)))
+        else:
+            shown = False
+            for chunk in log_chunks(world, args.env, args.limit):
+                lines = []
+                for deploy, found in chunk:
+                    shown = True
+                    if deploy.damaged:
+                        damaged.append(deploy.damaged)
+                    entry = range_json(found)
+                    count = len(entry["commits"]) + entry["commits_truncated"]
+                    what = entry["commits_error"] or f"{count} commit{'s' if count != 1 else ''}"
+                    status = "damaged" if deploy.damaged else deploy.status
+                    lines.append(f"#{deploy.id:<5} {when(deploy.started_at)}  {deploy.env:<12} {short(deploy.sha)}"
+                                 f"  {status:<11} {deploy.who or '-':<16} {what}")
+                    if deploy.reason:
+                        lines.append(f"       reason: {deploy.reason}")
+                    for commit in entry["commits"]:
+                        lines.append(f"       {short(commit['sha'])}  {commit['author'][:20]:<20} {commit['subject']}")
+                if lines:
+                    sys.stdout.write("\n".join(lines) + "\n")
+            if not shown:
+                _out("no deploys yet" + (f" to {args.env}" if args.env else ""))
     finally:
         world.close()
-    if not entries:
-        _out("no deploys yet" + (f" to {args.env}" if args.env else ""))
-    lines = []
-    for entry in entries:
-        count = len(entry["commits"]) + entry["commits_truncated"]
-        what = entry["commits_error"] or f"{count} commit{'s' if count != 1 else ''}"
-        lines.append(f"#{entry['id']:<5} {_when(entry['started_at'])}  {entry['env']:<12} {short(entry['sha'])}"
-                     f"  {entry['status']:<11} {entry['who'] or '-':<16} {what}")
-        if entry["reason"]:
-            lines.append(f"       reason: {entry['reason']}")
-        for commit in entry["commits"]:
-            lines.append(f"       {short(commit['sha'])}  {commit['author'][:20]:<20} {commit['subject']}")
-    sys.stdout.write("\n".join(lines) + ("\n" if lines else ""))
+    _warn_damaged(damaged)
     return 0
+
+
+def _warn_damaged(reasons: list[str]) -> None:
+    """Name each damaged row (another program wrote it) on stderr; the rest was shown."""
+    for reason in reasons[:10]:
+        print(f"andon: warning: {reason}", file=sys.stderr)
+    if len(reasons) > 10:
+        print(f"andon: warning: ... and {len(reasons) - 10} more damaged deploys", file=sys.stderr)
 
 
 def open_dashboard(find_world: Callable[[], World]) -> None:
@@ -372,11 +394,11 @@ def open_dashboard(find_world: Callable[[], World]) -> None:
     gc.freeze()
 
     reader.join()
-    world = loaded.get("world")
     if "error" in loaded:
-        if world is not None:
-            world.close()
+        if loaded.get("world") is not None:
+            loaded["world"].close()
         raise loaded["error"]
+    world: World = loaded["world"]
     try:
         make_app(world, first=loaded["first"]).run()
     finally:
