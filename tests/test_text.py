@@ -3,15 +3,29 @@
 from __future__ import annotations
 
 import random
-import re
+import unicodedata
 
 import pytest
 
-from backend.text import clean, clean_line, decode, short
+from backend.text import bytes_need_cleaning, clean, clean_line, decode, has_controls, short
 
-# Anything a terminal could act on, except the tab and newline clean() keeps.
-FORBIDDEN = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-FORBIDDEN_ONE_LINE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# Invisible characters that reorder or hide text, by their Unicode names.
+INVISIBLE = {unicodedata.lookup(name) for name in (
+    "ARABIC LETTER MARK",
+    "ZERO WIDTH SPACE", "ZERO WIDTH NON-JOINER", "ZERO WIDTH JOINER",
+    "LEFT-TO-RIGHT MARK", "RIGHT-TO-LEFT MARK",
+    "LEFT-TO-RIGHT EMBEDDING", "RIGHT-TO-LEFT EMBEDDING", "POP DIRECTIONAL FORMATTING",
+    "LEFT-TO-RIGHT OVERRIDE", "RIGHT-TO-LEFT OVERRIDE",
+    "WORD JOINER", "FUNCTION APPLICATION", "INVISIBLE TIMES", "INVISIBLE SEPARATOR", "INVISIBLE PLUS",
+    "LEFT-TO-RIGHT ISOLATE", "RIGHT-TO-LEFT ISOLATE", "FIRST STRONG ISOLATE", "POP DIRECTIONAL ISOLATE",
+    "ZERO WIDTH NO-BREAK SPACE",
+)}
+
+
+def survivors(text: str, allowed: str = "") -> list[str]:
+    """Characters of ``text`` a terminal could act on or that hide text, but for ``allowed``."""
+    return [ch for ch in text
+            if ch not in allowed and (unicodedata.category(ch) == "Cc" or ch in INVISIBLE)]
 
 
 @pytest.mark.parametrize(
@@ -96,17 +110,89 @@ def test_clean_keeps_ordinary_unicode() -> None:
     assert clean_line(text) == text
 
 
-def test_no_control_character_survives_random_input() -> None:
-    """Whatever the mix of escapes and controls, nothing a terminal acts on remains."""
+def test_no_control_or_invisible_character_survives_random_input_and_plain_text_does() -> None:
+    """Whatever the mix of escapes, controls and format characters, nothing a terminal acts
+    on and nothing invisible remains, while a word outside any escape sequence comes through."""
     rng = random.Random(1234)
     alphabet = ["\x1b", "[", "]", "\\", "\x07", "\x9b", "\x9c", "\x9d", "\r", "\n", "\t", "\x00",
-                "\x7f", "\x85", "P", "_", ";", "0", "9", "m", "a", "é", " ", "?", "~", "@"]
+                "\x7f", "\x85", "P", "_", ";", "0", "9", "m", "a", "é", " ", "?", "~", "@", "(",
+                "\u061c", "\u200b", "\u200d", "\u200f", "\u202a", "\u202e", "\u2060", "\u2064",
+                "\u2066", "\u2069", "\ufeff"]
+
+    def junk() -> str:
+        return "".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 40)))
+
     for _ in range(3000):
-        raw = "".join(rng.choice(alphabet) for _ in range(rng.randrange(1, 40)))
+        # ST ends whatever sequence the junk before it left open, so the word is plain text.
+        raw = junk() + "\x1b\\ word " + junk()
         cleaned = clean(raw)
-        assert not FORBIDDEN.search(cleaned), (raw, cleaned)
+        assert survivors(cleaned, allowed="\t\n") == [], (raw, cleaned)
+        assert " word " in cleaned, (raw, cleaned)
         line = clean_line(raw)
-        assert not FORBIDDEN_ONE_LINE.search(line), (raw, line)
+        assert survivors(line) == [], (raw, line)
+        assert " word " in line, (raw, line)
+
+
+def test_clean_line_removes_bidi_overrides_and_zero_width_characters_from_a_subject() -> None:
+    # "Fix <RLO>gpj.exe" shows as "Fix exe.jpg"; "ad<ZWSP>min" looks like "admin" but is not.
+    assert clean_line("Fix \u202egpj.exe") == "Fix gpj.exe"
+    assert clean_line("ad\u200bmin") == "admin"
+    assert clean_line("\ufeffBOM \u2066isolated\u2069 \u200emarked\u200f \u061c") == "BOM isolated marked "
+    assert clean("line one\u202e\nline\u200b two\n") == "line one\nline two\n"
+    assert has_controls("Fix \u202egpj.exe") and has_controls("ad\u200bmin")
+
+
+def test_clean_line_removes_format_characters_but_makes_control_characters_spaces() -> None:
+    assert clean_line("a\u200bb\tc\u202ed\x85e") == "ab cd e"
+
+
+def test_has_controls_is_false_for_ordinary_unicode() -> None:
+    assert not has_controls("café ☕ 日本語 emoji 🚀 — don’t, نص عربي, עברית")
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"\x1b[31mred",  # ESC
+        b"subject\nsecond line", b"a\tb", b"a\rb", b"\x01", b"\x7f",  # C0 and DEL: one-line fields
+        b"\xc2\x9b2J", b"\xc2\x85",  # C1 (8-bit CSI, NEL) as UTF-8
+        b"Fix \xe2\x80\xaegpj.exe",  # U+202E RIGHT-TO-LEFT OVERRIDE
+        b"ad\xe2\x80\x8bmin",  # U+200B ZERO WIDTH SPACE
+        b"\xef\xbb\xbfBOM",  # U+FEFF
+        b"\xd8\x9c", b"\xe2\x80\x8f", b"\xe2\x80\xaa", b"\xe2\x81\xa0", b"\xe2\x81\xa4",
+        b"\xe2\x81\xa6", b"\xe2\x81\xa9",  # the ends of each range
+        b"a" * 40 + b"\x00\x00Ann\x00\x00caf\xc3\xa9 \xe2\x80\x94 \x1b[2J\x00",  # ESC in a git record
+        "— ’ é \u202e".encode(),  # after harmless lead bytes of the same kind
+    ],
+)
+def test_bytes_need_cleaning_finds_controls_and_invisible_characters(data: bytes) -> None:
+    assert bytes_need_cleaning(data)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"", b"plain ascii subject",
+        "é".encode(), "—".encode(), "’".encode(), "café ☕ 日本語 🚀 نص".encode(),
+        b"a" * 40 + b"\x00" + b"b" * 40 + b"\x00Ann \xc3\xa9\x002024-01-01\x00Fix \xe2\x80\x94 don\xe2\x80\x99t\x00",
+        b"\xc2\xa0", b"\xc2",  # NBSP; a lone lead byte
+        b"\xe2\x80\x8a", b"\xe2\x80\xaf", b"\xe2\x81\xa5", b"\xef\xbb\xbe",  # neighbours of the ranges
+        b"bad \xff\xfe bytes",  # invalid UTF-8: decode() makes it U+FFFD, which stays
+    ],
+)
+def test_bytes_need_cleaning_is_false_for_ordinary_text_and_nul_separators(data: bytes) -> None:
+    assert not bytes_need_cleaning(data)
+    assert clean_line(decode(data)) == decode(data).replace("\x00", " ")
+
+
+def test_bytes_need_cleaning_and_has_controls_agree_with_clean_line_on_every_character() -> None:
+    """Each fast check says True exactly when clean_line would change the character."""
+    for code in [*range(1, 0xD800), *range(0xE000, 0x10000), *range(0x10000, 0x110000, 251)]:
+        char = chr(code)
+        changes = clean_line(char) != char
+        assert has_controls(char) == changes, hex(code)
+        assert bytes_need_cleaning(char.encode()) == changes, hex(code)
+        assert bytes_need_cleaning(b"\xe2\x80\x94" + char.encode() + b"\x00") == changes, hex(code)
 
 
 def test_decode_never_raises_on_invalid_utf8() -> None:
