@@ -2,13 +2,15 @@
 
 The command starts in a new session so that a timeout, Ctrl-C or SIGTERM stops
 the whole group (``subprocess.run(timeout=...)`` would leave grandchildren
-running). Output is read from a pipe by a thread that never stops draining it,
-passed on to ``on_output`` as it comes and kept, bounded, for the log.
+running). Output is read from a pipe by a thread that drains it until the command
+has exited and a grace has passed, passed on to ``on_output`` as it comes and
+kept, bounded, for the log.
 """
 
 from __future__ import annotations
 
 import os
+import select
 import signal
 import subprocess
 import threading
@@ -17,12 +19,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from backend import AndonError
+from backend.processes import alive
 from backend.text import clean, decode
 
 OUTPUT_LIMIT = 256 * 1024  # characters of output kept in the log per deploy
 STOP_GRACE = 5.0  # seconds between SIGTERM and SIGKILL
 TIMEOUT_EXIT = 124  # as timeout(1)
 DRAIN_AFTER_EXIT = 2.0  # seconds to keep reading output after the command exits
+POLL = 0.1  # seconds between two looks at a stop request or the end of the output
 
 
 class RunError(AndonError):
@@ -89,22 +93,30 @@ def substitute(argv: Sequence[str], values: Mapping[str, str]) -> list[str]:
     return result
 
 
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def _whole_characters(data: bytes) -> int:
+    """How much of ``data`` to decode now: all but a UTF-8 character cut short at its end."""
+    for back in range(1, min(4, len(data)) + 1):
+        byte = data[-back]
+        if byte & 0xC0 == 0x80:  # a continuation byte: look further back for the lead
+            continue
+        if byte >= 0xC0:
+            need = 2 if byte < 0xE0 else 3 if byte < 0xF0 else 4
+            if back < need:
+                return len(data) - back
+        break
+    return len(data)
 
 
 class Runner:
     """Runs one command. ``stop(reason)`` may be called from a signal handler at any time:
-    before the command starts (it then never starts), while it runs, or after."""
+    before the command starts (it then never starts), while it runs, or after.
+
+    ``stop()`` only records the request; ``run()``, which looks at it every ``POLL``
+    seconds, sends the signals: SIGTERM to the group, then SIGKILL once ``STOP_GRACE``
+    has passed since the stop. A stop cannot land in a moment that run() misses.
+    """
 
     def __init__(self) -> None:
-        self._process: subprocess.Popen[bytes] | None = None
         self._stopped: str | None = None
         self._stopped_at = 0.0
 
@@ -138,10 +150,8 @@ class Runner:
             raise RunError(f"cannot run {argv[0]!r}: permission denied (is it executable?)", 126) from None
         except OSError as error:
             raise RunError(f"cannot run {argv[0]!r}: {error.strerror}") from None
-        self._process = process
-        if self._stopped:  # a stop that came while the process was being created
-            self._kill_group(process.pid, signal.SIGTERM)
         kept = BoundedOutput(output_limit)
+        finished = threading.Event()  # set by run(): the drain stops at its next look
         forward = on_output
 
         def show(text: str) -> None:
@@ -157,59 +167,74 @@ class Runner:
                 # A note, not output: in the middle of a long stream it would be cut away.
                 kept.note(f"\n[andon: output display failed: {clean(str(error))}]\n")
 
+        def take(data: bytes) -> None:
+            if data:
+                text = clean(decode(data))
+                kept.add(text)
+                show(text)
+
         def drain() -> None:
             assert process.stdout is not None
             reader = process.stdout
             fd = reader.fileno()
+            poller = select.poll()
+            poller.register(fd, select.POLLIN)
             pending = b""
-            while True:
-                chunk = os.read(fd, 65536)
-                if not chunk:
-                    break
-                data = pending + chunk
-                # Do not split a UTF-8 character between two chunks.
-                cut = len(data)
-                for back in range(1, min(4, len(data)) + 1):
-                    byte = data[-back]
-                    if byte & 0xC0 == 0x80:
+            try:
+                # A grandchild left running in the background may hold the pipe open
+                # for ever: a blocking read would never return, so look every POLL.
+                while not finished.is_set():
+                    if not poller.poll(POLL * 1000):
                         continue
-                    if byte >= 0xC0:
-                        need = 2 if byte < 0xE0 else 3 if byte < 0xF0 else 4
-                        if back < need:
-                            cut = len(data) - back
-                    break
-                pending = data[cut:]
-                text = clean(decode(data[:cut]))
-                kept.add(text)
-                show(text)
-            if pending:
-                text = clean(decode(pending))
-                kept.add(text)
-                show(text)
-            reader.close()
+                    chunk = os.read(fd, 65536)
+                    if not chunk:
+                        break
+                    data = pending + chunk
+                    cut = _whole_characters(data)
+                    pending = data[cut:]
+                    take(data[:cut])
+                take(pending)
+            finally:
+                reader.close()
 
         thread = threading.Thread(target=drain, name="andon-output", daemon=True)
         thread.start()
+        self._wait(process, timeout)
+        # Read what comes soon after the command ends, then stop reading: the thread
+        # is gone and the pipe closed when run() returns.
+        thread.join(timeout=DRAIN_AFTER_EXIT)
+        finished.set()
+        thread.join()
+        return RunResult(self._exit_code(process.returncode), kept.text(), self._stopped)
+
+    def _wait(self, process: subprocess.Popen[bytes], timeout: float | None) -> None:
+        """Wait for the command to exit, stopping its group once a stop has been asked for:
+        SIGTERM at once, SIGKILL when STOP_GRACE has passed since the stop."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        terminated = False
         while True:
+            if deadline is not None and not self._stopped and time.monotonic() >= deadline:
+                self.stop("timeout")
+            if self._stopped:
+                if not terminated:
+                    self._kill_group(process.pid, signal.SIGTERM)
+                    terminated = True
+                elif time.monotonic() >= self._stopped_at + STOP_GRACE:
+                    self._kill_group(process.pid, signal.SIGKILL)
             try:
-                process.wait(timeout=0.2)  # short waits: a signal handler's stop() is seen soon
+                process.wait(timeout=POLL)  # short waits: a signal handler's stop() is seen soon
                 break
             except subprocess.TimeoutExpired:
-                if deadline is not None and time.monotonic() >= deadline:
-                    self.stop("timeout")
+                pass
         if self._stopped:
+            if not terminated:  # the stop came as the command was exiting by itself
+                self._kill_group(process.pid, signal.SIGTERM)
             # The rest of the group gets the same grace as the leader to finish on
             # SIGTERM; whatever is still there after it is killed.
             end = self._stopped_at + STOP_GRACE
-            while time.monotonic() < end and _group_alive(process.pid):
+            while time.monotonic() < end and alive(process.pid, group=True):
                 time.sleep(0.05)
             self._kill_group(process.pid, signal.SIGKILL)
-        # A grandchild left running in the background may keep the pipe open
-        # for ever: read what comes soon after the command ends, then move on.
-        thread.join(timeout=DRAIN_AFTER_EXIT)
-        self._process = None
-        return RunResult(self._exit_code(process.returncode), kept.text(), self._stopped)
 
     def _exit_code(self, code: int | None) -> int:
         if self._stopped == "timeout":
@@ -221,25 +246,12 @@ class Runner:
         return 128 - code if code < 0 else code
 
     def stop(self, reason: str) -> None:
-        """Stop the running command's whole process group: SIGTERM, then SIGKILL after a grace."""
+        """Ask for the command's whole process group to be stopped: run() sends SIGTERM
+        within ``POLL`` seconds, then SIGKILL after ``STOP_GRACE``. Only the first stop counts."""
         if self._stopped:
             return
-        self._stopped = reason
         self._stopped_at = time.monotonic()
-        process = self._process
-        if process is None:
-            return
-        self._kill_group(process.pid, signal.SIGTERM)
-
-        def escalate() -> None:
-            # Only a leader that ignores SIGTERM is killed from here; once it has
-            # exited, run() gives the rest of its group the same grace.
-            try:
-                process.wait(timeout=STOP_GRACE)
-            except subprocess.TimeoutExpired:
-                self._kill_group(process.pid, signal.SIGKILL)
-
-        threading.Thread(target=escalate, name="andon-stop", daemon=True).start()
+        self._stopped = reason
 
     @staticmethod
     def _kill_group(pid: int, sig: signal.Signals) -> None:

@@ -5,16 +5,19 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import backend.runner as runner_module
 from backend import AndonError
+from backend.processes import alive
 from backend.runner import TIMEOUT_EXIT, BoundedOutput, RunError, Runner, RunResult, substitute
 
 PY = sys.executable
@@ -51,6 +54,43 @@ def _dead(pid: int) -> bool:
     except ProcessLookupError:
         return True
     return False
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live (not zombie) processes of process group ``pgid``, read from /proc."""
+    members = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+            members.append(int(entry))
+    return members
+
+
+def group_gone(pgid: int, within: float = 15.0) -> bool:
+    deadline = time.monotonic() + within
+    while group_members(pgid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+@pytest.fixture
+def leftover_groups() -> Iterator[list[int]]:
+    """Process groups a test started; killed afterwards so nothing outlives the test."""
+    groups: list[int] = []
+    yield groups
+    for pgid in groups:
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
 
 
 @pytest.fixture
@@ -229,6 +269,31 @@ def test_a_command_ignoring_sigterm_is_killed_after_the_grace_period(
     assert result.exit_code == 128 + signal.SIGINT
 
 
+def test_a_stop_landing_while_the_command_is_being_started_still_ends_in_sigkill(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, leftover_groups: list[int]
+) -> None:
+    """Ctrl-C just after Popen, before run() has taken note of the process: a command that
+    ignores SIGTERM must still be killed after the grace, not left running for ever."""
+    monkeypatch.setattr(runner_module, "STOP_GRACE", 0.5)
+    ready = tmp_path / "ready"
+    runner = Runner()
+    real_popen = subprocess.Popen
+
+    def popen_then_stop(*args: Any, **kwargs: Any) -> subprocess.Popen[bytes]:
+        process: subprocess.Popen[bytes] = real_popen(*args, **kwargs)
+        leftover_groups.append(process.pid)  # its own session: the pid is the group's id
+        deadline = time.monotonic() + 10
+        while not ready.exists() and time.monotonic() < deadline:  # SIGTERM is ignored from now on
+            time.sleep(0.01)
+        runner.stop("SIGINT")  # the stop lands before Popen has even returned
+        return process
+
+    monkeypatch.setattr(runner_module.subprocess, "Popen", popen_then_stop)
+    result = run_in_thread(lambda: runner.run(["sh", "-c", f'trap "" TERM; : > {ready}; sleep 60']), limit=10)
+    assert result.stopped == "SIGINT" and result.exit_code == 128 + signal.SIGINT
+    assert group_gone(leftover_groups[0], within=1)
+
+
 def test_a_stop_before_the_command_starts_means_it_never_starts(tmp_path: Path) -> None:
     # Ctrl-C between "deploy recorded" and "command started" must not be lost.
     marker = tmp_path / "ran"
@@ -253,6 +318,25 @@ def test_a_background_grandchild_holding_the_pipe_does_not_hang_run(
     leftovers.append(int(pidfile.read_text()))
     assert result.exit_code == 0 and result.stopped is None
     assert result.output == "started the background job\n"
+
+
+def test_the_output_thread_ends_and_the_pipe_is_closed_when_run_returns(
+    tmp_path: Path, leftovers: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A background job keeps the pipe open after the command exits: run() must not leave
+    its reader blocked on it for ever, and must keep what came before the exit."""
+    monkeypatch.setattr(runner_module, "DRAIN_AFTER_EXIT", 0.3)
+    pidfile = tmp_path / "background.pid"
+    result = run_in_thread(lambda: Runner().run(["sh", "-c", f"sleep 30 & echo $! > {pidfile}; echo hi"]))
+    background = int(pidfile.read_text())
+    leftovers.append(background)
+    assert result == RunResult(0, "hi\n", None)
+    assert [t for t in threading.enumerate() if t.name == "andon-output"] == []
+    pipe = os.readlink(f"/proc/{background}/fd/1")
+    assert pipe.startswith("pipe:")
+    ours = [os.readlink(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd")
+            if os.path.exists(f"/proc/self/fd/{fd}")]
+    assert pipe not in ours  # andon's end of the pipe is closed
 
 
 def test_a_failing_output_callback_does_not_stop_the_draining(tmp_path: Path) -> None:
@@ -374,3 +458,56 @@ def test_the_whole_group_gets_the_grace_to_clean_up(tmp_path: Path) -> None:
     result = runner.run(parent)
     assert ready.is_set() and result.stopped == "SIGTERM"
     assert cleaned.read_text() == "yes"
+
+
+# -- processes.alive ------------------------------------------------------------------------------
+
+
+def test_alive_tells_a_running_process_from_a_finished_one() -> None:
+    process = subprocess.Popen(["sleep", "30"])
+    try:
+        assert alive(process.pid)
+    finally:
+        process.kill()
+        process.wait()
+    assert not alive(process.pid)
+
+
+def test_alive_with_group_looks_at_the_whole_process_group(leftover_groups: list[int]) -> None:
+    process = subprocess.Popen(["sleep", "30"], start_new_session=True)
+    leftover_groups.append(process.pid)
+    assert alive(process.pid, group=True)
+    assert not alive(os.getpid(), group=True)  # not a group leader: no group of that id
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not alive(process.pid, group=True)
+
+
+UNPRIVILEGED_PROBE = """\
+import os, sys
+from backend.processes import alive
+os.setgroups([]); os.setgid(65534); os.setuid(65534)  # nobody: may signal no one here
+pid, pgid = int(sys.argv[1]), int(sys.argv[2])
+try:
+    os.kill(pid, 0)
+except PermissionError:
+    print(alive(pid), alive(pgid, group=True))
+"""
+
+
+def test_alive_is_true_for_a_process_that_is_not_ours() -> None:
+    """kill(2) says EPERM for someone else's process: it exists all the same."""
+    if os.getuid() == 0:  # ask as nobody about this (root's) process and its group
+        probe = subprocess.run([PY, "-c", UNPRIVILEGED_PROBE, str(os.getpid()), str(os.getpgid(0))],
+                               cwd=Path(__file__).parent.parent, capture_output=True, text=True, check=True)
+        assert probe.stdout == "True True\n", probe.stderr
+    else:
+        if os.stat("/proc/1").st_uid == os.getuid():
+            pytest.skip("no process of another user to ask about")
+        assert alive(1) and alive(os.getpgid(1), group=True)
+
+
+@pytest.mark.parametrize("pid", [0, -1])
+def test_alive_never_reads_zero_or_a_negative_pid_as_a_group_or_everyone(pid: int) -> None:
+    assert not alive(pid)
+    assert not alive(pid, group=True)
