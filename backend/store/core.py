@@ -91,8 +91,8 @@ BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
 
 def create_meta(db: sqlite_utils.Database) -> None:
     """Schema 3: ``andon_meta``, where the compatibility rule is kept."""
-    db["andon_meta"].create({"key": str, "value": str}, pk="key", not_null={"value"})
-    db["andon_meta"].insert_all([
+    db.table("andon_meta").create({"key": str, "value": str}, pk="key", not_null={"value"})
+    db.table("andon_meta").insert_all([
         {"key": "writer_min_schema", "value": "3"},  # andons before schema 3 refuse it anyway
         {"key": "writer_min_andon", "value": "0.2.0"},  # the release that introduced schema 3
     ])
@@ -279,7 +279,7 @@ class LogCore:
                 if step.breaking:
                     breaking = number + 1
             if breaking:
-                self.db["andon_meta"].upsert_all([
+                self.db.table("andon_meta").upsert_all([
                     {"key": "writer_min_schema", "value": str(breaking)},
                     {"key": "writer_min_andon", "value": ANDON_VERSION},
                 ], pk="key")

@@ -215,10 +215,10 @@ class DeploysMixin(LogCore):
                     shas.insert(index, row["sha"])
             before = conn.execute("SELECT coalesce(max(id), 0) FROM deploys").fetchone()[0]
             # INSERT OR IGNORE: the UNIQUE (env, started_at, sha) index skips what is there.
-            db["deploys"].insert_all(records, ignore=True, batch_size=500)
+            db.table("deploys").insert_all(records, ignore=True, batch_size=500)
             added = conn.execute("SELECT id, env, sha, status, started_at FROM deploys WHERE id > ? ORDER BY id",
                                  (before,)).fetchall()
-            db["events"].insert_all(
+            db.table("events").insert_all(
                 ({"at": now, "kind": "deploy.imported", "env": env, "deploy_id": id_, "who": clean_line(who),
                   "detail": json.dumps({"sha": sha, "status": status, "deployed_at": at}, ensure_ascii=False)}
                  for id_, env, sha, status, at in added),
@@ -303,6 +303,17 @@ class DeploysMixin(LogCore):
                 left -= len(rows)
             if len(rows) < size:
                 return
+
+    @guard
+    def pairs(self, env: str | None = None, *, limit: int | None = None) -> list[tuple[str | None, str]]:
+        """(previous sha, sha) of each deploy newest first: the release ranges a report needs."""
+        sql = f"SELECT {_PREV}, d.sha FROM deploys d" + (" WHERE d.env = ?" if env is not None else "")
+        params: list[Any] = [env] if env is not None else []
+        with self._lock:
+            rows = self._conn.execute(sql + " ORDER BY d.started_at DESC, d.id DESC LIMIT ?",
+                                      [*params, -1 if limit is None else limit]).fetchall()
+        return [(prev if isinstance(prev, str) and _SHA.match(prev) else None, clean_line(sha))
+                for prev, sha in rows if isinstance(sha, str)]
 
     @guard
     def count(self, env: str | None = None) -> int:
