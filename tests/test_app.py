@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from textual.message import Message
 from textual.widgets import Log, Static
 
-from backend.store import DeployLog
+from backend.history import Range
+from backend.models import Commit
+from backend.store import Changes, DeployLog
 from backend.world import World, resolve_world
 from tests.conftest import Repo
 from tui.app import make_app
 from tui.commands import ACTIONS
 from tui.first_screen import load_first_screen
+from tui.loading import EventsArrived, RangesLoaded
 from tui.screens.help import HelpScreen
 from tui.screens.main import PAGE, MainScreen
 from tui.screenshots import settle
@@ -116,6 +122,62 @@ async def test_a_deploy_written_by_another_process_appears_without_a_key_press(h
         assert rows(app) == [shas[5][:7], shas[1][:7]]
 
 
+async def wait_for(pilot, condition, seconds: float = 5.0) -> bool:  # type: ignore[no-untyped-def]
+    """Let the app run until ``condition()`` holds (True) or ``seconds`` pass (False)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        await pilot.pause(0.02)
+    return condition()
+
+
+async def test_only_a_deploy_to_the_shown_environment_reloads_its_list(history) -> None:
+    repo, db, shas = history
+    arrived: list[Changes] = []
+
+    def hook(message: Message) -> None:
+        if isinstance(message, EventsArrived):
+            arrived.append(message.changes)
+
+    app = make_app(world_for(repo.path, db))  # polling twice a second, as andon does
+    async with app.run_test(size=(120, 40), message_hook=hook) as pilot:
+        await settle(pilot)
+        screen = app.screen
+        assert screen.env == "production" and rows(app) == [shas[1][:7]]
+        reloads: list[str] = []
+        loader = screen.loader
+        deploys, first_screen = loader.deploys, loader.first_screen
+        loader.deploys = lambda *args, **kwargs: (reloads.append("deploys"), deploys(*args, **kwargs))[-1]
+        loader.first_screen = lambda *args: (reloads.append("all"), first_screen(*args))[-1]
+
+        # Another andon keeps a range it worked out: a write, but no event.
+        other = DeployLog.open(db)
+        version = loader.version
+        other.cache_ranges({(None, shas[0]): (True, 1, "[]")})
+        assert await wait_for(pilot, lambda: loader.version != version)
+        # Another program writes an event of a kind the list does not show, and CI
+        # deploys to an environment that is not the one shown.
+        with sqlite3.connect(db) as raw:
+            raw.execute("INSERT INTO events (at, kind, env, who, detail) "
+                        "VALUES ('2026-11-20T15:00:00.000000Z', 'health.changed', 'production', 'probe', '{}')")
+        other.record("staging", shas[5], "succeeded", who="ci", at=NOW)
+        seen = lambda: {kind for changes in arrived for kind in changes.kinds}  # noqa: E731
+        assert await wait_for(pilot, lambda: {("health.changed", "production"), ("deploy.recorded", "staging")}
+                              <= seen())
+        await pilot.pause(0.6)  # a poll more
+        await settle(pilot)
+        assert reloads == [] and rows(app) == [shas[1][:7]]
+
+        # A deploy to the shown environment is on screen within a second.
+        other.record("production", shas[5], "succeeded", who="ci", at=NOW)
+        written = time.monotonic()
+        assert await wait_for(pilot, lambda: rows(app) == [shas[5][:7], shas[1][:7]], seconds=1.0)
+        assert time.monotonic() - written < 1.0
+        assert reloads == ["deploys"]
+        other.close()
+
+
 async def test_filter_narrows_the_history_and_escape_restores_it(history) -> None:
     repo, db, shas = history
     app = make_app(world_for(repo.path, db))
@@ -131,6 +193,45 @@ async def test_filter_narrows_the_history_and_escape_restores_it(history) -> Non
         await settle(pilot)
         assert rows(app) == [shas[4][:7], shas[1][:7]]
         assert app.screen.filter_text == ""
+
+
+async def test_the_filter_builds_each_deploys_search_text_once(history, monkeypatch) -> None:
+    import tui.widgets.deploys as deploys_module
+
+    built: list[int] = []
+    real = deploys_module.search_text
+
+    def counting(deploy, found):  # type: ignore[no-untyped-def]
+        built.append(deploy.id)
+        return real(deploy, found)
+
+    monkeypatch.setattr(deploys_module, "search_text", counting)
+    repo, db, shas = history
+    app = make_app(world_for(repo.path, db))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        await pilot.press("right_square_bracket")
+        await settle(pilot)
+        screen = app.screen
+        staging = sorted(d.id for d in screen.deploys)
+        await pilot.press("slash")
+        for key in "change 3":  # eight keystrokes, each filtering the list anew
+            await pilot.press(key)
+            await pilot.pause()
+        await settle(pilot)
+        assert rows(app) == [shas[4][:7]]
+        assert sorted(built) == staging  # each deploy's text built once, not once a keystroke
+        # A range that arrives anew makes that deploy's text again, and only that one.
+        newest = screen.deploys[0]
+        arrived = Range([Commit(shas[5], "Someone", "2026-11-20T14:00:00Z", "brand new subject")])
+        built.clear()
+        screen.post_message(RangesLoaded("staging", {(newest.prev_sha, newest.sha): arrived},
+                                         screen.loader.generation))
+        await settle(pilot)
+        await pilot.press(*["backspace"] * len("change 3"), *"brand new")
+        await settle(pilot)
+        assert built == [newest.id]
+        assert rows(app) == [shas[4][:7]]
 
 
 async def test_untrusted_commit_text_and_names_show_literally(repo: Repo, tmp_path: Path) -> None:
@@ -172,6 +273,54 @@ async def test_a_sha_missing_from_the_clone_is_explained_not_fatal(repo: Repo, t
         assert str(app.screen.query_one(DeployTable).get_row_at(0)[5]) == "n/a"
 
 
+async def test_rows_another_program_damaged_are_listed_marked_and_explained(repo: Repo, tmp_path: Path) -> None:
+    shas = [repo.commit(f"c{n}") for n in range(4)]
+    db = tmp_path / "d.db"
+    log = DeployLog.open(db)
+    good = log.record("prod", shas[0], "succeeded", who="ci", at=NOW - timedelta(hours=4))
+    yesterday = log.record("prod", shas[1], "failed", who="ci", at=NOW - timedelta(hours=3))
+    no_such_day = log.record("prod", shas[2], "succeeded", who="ci", at=NOW - timedelta(hours=2))
+    log.close()
+    with sqlite3.connect(db) as raw:  # another program, which may do anything
+        raw.execute("DROP TRIGGER IF EXISTS deploys_finish_once")
+        raw.execute("UPDATE deploys SET started_at = 'yesterday' WHERE id = ?", (yesterday.id,))
+        # Shaped like a time, but there is no 30 February.
+        raw.execute("UPDATE deploys SET started_at = '2026-02-30T10:00:00Z', finished_at = '2026-02-30T10:05:00Z'"
+                    " WHERE id = ?", (no_such_day.id,))
+        inserted = raw.execute(
+            "INSERT INTO deploys (env, sha, status, who, trigger, started_at, finished_at, exit_code)"
+            " VALUES ('prod', ?, 'succeeded', 'script', 'ci', '2026-11-20T14:30:00.000000Z', 42, 'boom')",
+            (shas[3],)).lastrowid
+    world = world_for(repo.path, db)
+    app = make_app(world, first=load_first_screen(world))  # as andon opens: the rows are in the first frame
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        screen = app.screen
+        table = screen.query_one(DeployTable)
+        by_id = {d.id: d for d in screen.deploys}
+        assert set(by_id) == {good.id, yesterday.id, no_such_day.id, inserted}
+        status = {int(str(table.get_row_at(i)[0])): table.get_row_at(i)[3] for i in range(table.row_count)}
+        for damaged in (yesterday.id, inserted):
+            assert by_id[damaged].damaged
+            assert str(status[damaged]) == "⚠ damaged"
+            assert status[damaged].style == screen.colours["warning"]
+        assert str(status[no_such_day.id]) == "✔ succeeded" and not by_id[no_such_day.id].damaged
+        for deploy_id in by_id:  # each drawn, then selected: its summary says what is wrong
+            table.move_cursor(row=table.get_row_index(str(deploy_id)))
+            table.render_line(1 + table.get_row_index(str(deploy_id)))
+            await settle(pilot)
+            assert app.is_running and screen.selected.id == deploy_id
+            summary = str(screen.query_one("#summary", Static).render())
+            reason = by_id[deploy_id].damaged
+            assert (reason in summary) if reason else ("damaged" not in summary)
+        assert "started_at 'yesterday' is not a time" in by_id[yesterday.id].damaged
+        # 30 February is shown as an unknown time.
+        table.move_cursor(row=table.get_row_index(str(no_such_day.id)))
+        await settle(pilot)
+        assert "? UTC (? ago)" in str(screen.query_one("#summary", Static).render())
+        assert str(table.get_row_at(table.get_row_index(str(no_such_day.id)))[1]) == "?"
+
+
 async def test_help_opens_and_escape_closes_it(history) -> None:
     repo, db, _ = history
     app = make_app(world_for(repo.path, db))
@@ -185,17 +334,33 @@ async def test_help_opens_and_escape_closes_it(history) -> None:
         assert isinstance(app.screen, MainScreen)
 
 
-async def test_command_palette_offers_every_action(history) -> None:
-    repo, db, _ = history
+async def test_the_palette_offers_every_screen_action_and_running_one_does_it(history) -> None:
+    repo, db, shas = history
     app = make_app(world_for(repo.path, db))
     async with app.run_test(size=(120, 40)) as pilot:
         await settle(pilot)
         titles = {command.title for command in app.get_system_commands(app.screen)}
-        assert {a.title for a in ACTIONS if a.action != "quit"} <= titles
-        assert {"Show production", "Show staging", "Quit"} <= titles
+        screen_actions = {a.title for a in ACTIONS if not a.action.startswith("app.")}
+        assert {"Help", "Filter", "Next environment", "Refresh", "Output"} <= screen_actions
+        assert screen_actions <= titles
+        assert {"Show production", "Show staging", "Quit"} <= titles  # Quit: the app's own command
+        # Chosen in the palette, an action runs on the dashboard.
         await pilot.press("ctrl+p")
         await pilot.pause()
         assert type(app.screen).__name__ == "CommandPalette"
+        await pilot.press(*"Next environment")
+        await settle(pilot)
+        await pilot.press("enter")
+        await settle(pilot)
+        assert isinstance(app.screen, MainScreen)
+        assert app.screen.env == "staging" and rows(app) == [shas[4][:7], shas[1][:7]]
+        await pilot.press("ctrl+p")
+        await pilot.pause()
+        await pilot.press(*"Output")
+        await settle(pilot)
+        await pilot.press("enter")
+        await settle(pilot)
+        assert app.screen.has_class("-no-output")
 
 
 async def test_the_key_bar_shows_the_footer_actions_and_runs_them_on_click(history) -> None:
@@ -437,8 +602,8 @@ async def test_results_of_an_older_load_are_dropped(history) -> None:
     async with app.run_test(size=(120, 40)) as pilot:
         await settle(pilot)
         screen = app.screen
-        stale = screen._generation - 1
-        from tui.screens.main import DeploysLoaded
+        stale = screen.loader.generation - 1
+        from tui.loading import DeploysLoaded
 
         screen.post_message(DeploysLoaded("production", [], 0, None, generation=stale))
         await settle(pilot)

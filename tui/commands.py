@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 
 
 class Action(NamedTuple):
@@ -28,7 +28,7 @@ ACTIONS: tuple[Action, ...] = (
 )
 
 
-def bindings() -> list[Binding]:
+def bindings() -> list[BindingType]:
     return [
         Binding(a.key, a.action, a.title, show=a.footer, key_display=a.key_display, id=a.action.split(".")[-1])
         for a in ACTIONS

@@ -23,17 +23,20 @@ class FirstScreen(NamedTuple):
     total: int
     live: Deploy | None
     ranges: dict[tuple[str | None, str], Range]
-    version: int | None
+    version: int | None  # SQLite's data_version, read before the rest
+    last_event: int | None  # the newest event id, read before the rest: later events are news
 
 
 def load_first_screen(world: World, env: str | None = None, *, limit: int = PAGE) -> FirstScreen:
     """Environments, the first ``limit`` deploys of ``env`` (default: the first one), what is live."""
     log = world.log
+    # The marks first: anything written after them is seen by the poller, at worst twice.
     version = log.data_version()
+    last_event = log.last_event_id()
     names = world.environments()
     chosen = env if env in names else (names[0] if names else None)
     if chosen is None:
-        return FirstScreen(names, None, [], 0, None, {}, version)
+        return FirstScreen(names, None, [], 0, None, {}, version, last_event)
     deploys = log.deploys(chosen, limit=limit)
     ranges = world.history.ranges([(d.prev_sha, d.sha) for d in deploys], compute=False)
-    return FirstScreen(names, chosen, deploys, log.count(chosen), log.live(chosen), ranges, version)
+    return FirstScreen(names, chosen, deploys, log.count(chosen), log.live(chosen), ranges, version, last_event)
