@@ -13,7 +13,7 @@ from textual.widgets import Log, Static
 
 from backend.history import Range
 from backend.models import Commit
-from backend.store import Changes, DeployLog
+from backend.store import Changes, DeployLog, StoreError
 from backend.world import World, resolve_world
 from tests.conftest import Repo
 from tui.app import make_app
@@ -176,6 +176,43 @@ async def test_only_a_deploy_to_the_shown_environment_reloads_its_list(history) 
         assert time.monotonic() - written < 1.0
         assert reloads == ["deploys"]
         other.close()
+
+
+async def test_the_first_deploy_ever_shows_on_a_dashboard_opened_before_it(repo: Repo, tmp_path: Path) -> None:
+    sha = repo.commit("only")
+    world = world_for(repo.path, tmp_path / "new.db")
+    app = make_app(world, first=load_first_screen(world), poll_interval=0.05)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        assert app.screen.has_class("-empty") and app.screen.envs == []
+        other = DeployLog.open(tmp_path / "new.db")
+        other.record("staging", sha, "succeeded", who="ci", at=NOW)
+        other.close()
+        assert await wait_for(pilot, lambda: rows(app) == [sha[:7]])
+        assert app.screen.env == "staging" and not app.screen.has_class("-empty")
+
+
+async def test_a_first_read_that_fails_is_shown_and_tried_again(history, monkeypatch) -> None:
+    repo, db, shas = history
+    world = world_for(repo.path, db)
+    real = world.log.deploys
+    calls: list[int] = []
+
+    def locked_once(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        if len(calls) == 1:
+            raise StoreError("deploy log: the database is locked")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(world.log, "deploys", locked_once)
+    app = make_app(world)  # no first screen: the first read is a worker's
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        problem = app.screen.query_one("#problem", Static)
+        assert problem.display and "locked" in str(problem.render())
+        # Nothing was read, so no change will ever come to say "read again": it tries by itself.
+        assert await wait_for(pilot, lambda: rows(app) == [shas[1][:7]])
+        assert not problem.display
 
 
 async def test_filter_narrows_the_history_and_escape_restores_it(history) -> None:

@@ -231,6 +231,9 @@ class MainScreen(Screen[None]):
         list; a deploy to one not in the bar adds it. Other kinds (``line.stopped``,
         ``health.changed``) are for the panels that will show them: hand them on here."""
         deployed = {env for kind, env in message.changes.kinds if kind.startswith(DEPLOY_EVENT)}
+        if self.env is None and deployed:  # the very first deploy: show its environment
+            self.reload()
+            return
         if self.env in deployed:
             self.reload_deploys()
         if any(env not in self.envs for env in deployed if env):
