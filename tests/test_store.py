@@ -590,7 +590,7 @@ BAD_ROWS = [
 def test_a_row_another_program_damaged_reads_as_damaged_and_says_why(
         log: DeployLog, column: str, value: str, reason: str) -> None:
     good = log.record("production", sha(1), SUCCEEDED, who="ci")
-    bad = log.record("production", sha(2), FAILED, who="ci", at=T0 + timedelta(days=1))
+    bad = log.record("production", sha(2), SUCCEEDED, who="ci", at=T0 + timedelta(days=1))
     with raw(log.path) as other:
         other.execute("DROP TRIGGER deploys_finish_once")  # another program may do anything
         other.execute(f"UPDATE deploys SET {column} = {value} WHERE id = ?", (bad.id,))
@@ -599,6 +599,7 @@ def test_a_row_another_program_damaged_reads_as_damaged_and_says_why(
     assert read[bad.id].damaged == f"deploy #{bad.id} is damaged: {reason}"
     assert all(isinstance(getattr(read[bad.id], f), str) for f in ("env", "sha", "who", "started_at", "output"))
     assert log.get(bad.id).damaged == read[bad.id].damaged
+    assert log.live("production") == read[good.id]  # a damaged row is never taken for what runs
     assert [d.id for chunk in log.iter_deploys() for d in chunk] == [d.id for d in log.deploys()]
 
 

@@ -76,9 +76,13 @@ SUCCEEDED_INDEX = """
 CREATE INDEX deploys_env_succeeded ON deploys(env, started_at, id) WHERE status = 'succeeded';
 """
 
+# A damaged row (see _damage) never becomes another deploy's previous SHA: its SHA must
+# look like one and its time like a time.
 _PREV = (
     "(SELECT p.sha FROM deploys p WHERE p.env = d.env AND p.status = 'succeeded'"
     " AND (p.started_at < d.started_at OR (p.started_at = d.started_at AND p.id < d.id))"
+    " AND length(p.sha) IN (40, 64) AND p.sha NOT GLOB '*[^0-9a-f]*'"
+    " AND p.started_at GLOB '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]T*'"
     " ORDER BY p.started_at DESC, p.id DESC LIMIT 1)"
 )
 _COLUMNS = (
@@ -331,14 +335,22 @@ class DeploysMixin(LogCore):
 
     @guard
     def live(self, env: str) -> Deploy | None:
-        """The deploy that is live in ``env``: its latest succeeded one."""
+        """The deploy that is live in ``env``: its latest succeeded one that is not damaged.
+
+        (A damaged row's time may sort anywhere: ``yesterday`` sorts after every real
+        time. It is shown in the history, never taken for what is running.)
+        """
         with self._lock:
-            row = self._conn.execute(
+            rows = self._conn.execute(
                 f"SELECT {_COLUMNS_NO_OUTPUT} FROM deploys d WHERE d.env = ? AND d.status = ?"
-                " ORDER BY d.started_at DESC, d.id DESC LIMIT 1",
+                " ORDER BY d.started_at DESC, d.id DESC LIMIT 100",
                 (env, SUCCEEDED),
-            ).fetchone()
-        return self._deploy(row) if row else None
+            )
+            for row in rows:
+                found = self._deploy(row)
+                if not found.damaged:
+                    return found
+        return None
 
 
 def _damage(row: tuple[Any, ...]) -> str:
