@@ -30,18 +30,29 @@ def range_json(found: Range, commit_json: dict[str, dict[str, Any]] | None = Non
     }
 
 
+# Ranges not kept yet are worked out this many at a time: past ~1,000 git is asked for the
+# whole history once per batch, so fewer, bigger batches are faster; this bounds memory.
+COMPUTE_BATCH = 5000
+
+
 def log_chunks(world: World, env: str | None = None, limit: int | None = None
                ) -> Iterator[list[tuple[Deploy, Range]]]:
     """Deploys newest first with the commits each shipped, a few hundred at a time.
 
     Ranges not kept in the log yet (a log written by another tool) are worked out first,
-    all in one batch (one git log for a big batch, and kept for next time); then the
+    in a few big batches (one git log each, and kept for next time); then the
     deploys stream from the log with their kept ranges, so memory stays flat however
     long the history.
     """
-    missing = world.log.uncached(world.log.pairs(env, limit=limit))
-    if missing:
-        world.history.ranges(missing)
+    if world.history.root is not None:  # without a repository there is nothing to work out
+        missing: list[tuple[str | None, str]] = []
+        for pairs in world.log.iter_pairs(env, limit=limit):
+            missing += world.log.uncached(pairs)
+            if len(missing) >= COMPUTE_BATCH:
+                world.history.ranges(missing)
+                missing = []
+        if missing:
+            world.history.ranges(missing)
     for deploys in world.log.iter_deploys(env, limit=limit):
         ranges = world.history.ranges([(d.prev_sha, d.sha) for d in deploys])
         yield [(deploy, ranges[(deploy.prev_sha, deploy.sha)]) for deploy in deploys]

@@ -182,8 +182,9 @@ def test_kept_ranges_are_read_back_as_untrusted_text(repo: Repo, tmp_path: Path)
     world = resolve_world(repo.path, db, None)
     newest, first = log_entries(world)
     world.close()
-    assert newest["commits"] == [{"sha": shas[3], "author": "eve", "date": "2026", "subject": "x"}]
-    assert [c["subject"] for c in first["commits"]] == ["change 0"]  # ignored, computed again
+    # Neither is what andon writes: both are ignored and worked out from git again.
+    assert [c["subject"] for c in newest["commits"]] == ["change 3", "change 2", "change 1"]
+    assert [c["subject"] for c in first["commits"]] == ["change 0"]
 
 
 def test_kept_ranges_spliced_into_json_carry_no_planted_escapes(repo: Repo, tmp_path: Path) -> None:
@@ -200,7 +201,17 @@ def test_kept_ranges_spliced_into_json_carry_no_planted_escapes(repo: Repo, tmp_
     text = log_json(world)
     world.close()
     assert "\\u001b" not in text and "\x1b" not in text
-    assert json.loads(text)["deploys"][0]["commits"][0]["subject"] == "x"
+    assert json.loads(text)["deploys"][0]["commits"][0]["subject"] == "change 3"  # worked out again
+    # Planted in andon's own shape, with raw control and invisible characters: ignored too.
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("UPDATE ranges SET commits = ? WHERE sha = ?",
+                 (f'[{{"sha":"{shas[3]}","author":"eve","date":"2026","subject":"\x1b[2Jx\u202e"}}]', shas[3]))
+    conn.close()
+    world = resolve_world(repo.path, db, None)
+    text = log_json(world)
+    world.close()
+    assert "\x1b" not in text and "\u202e" not in text
+    assert json.loads(text)["deploys"][0]["commits"][0]["subject"] == "change 3"
 
 
 def test_kept_ranges_are_read_back_in_batches_whole(tmp_path: Path) -> None:
@@ -208,13 +219,13 @@ def test_kept_ranges_are_read_back_in_batches_whole(tmp_path: Path) -> None:
     # a pair asked twice, a pair never kept, and a damaged row that is skipped alone.
     log = DeployLog.open(tmp_path / "d.db")
     pairs = [(None if n % 7 == 0 else f"{n:040x}", f"{n + 1:040x}") for n in range(950)]
-    log.cache_ranges({pair: (pair[0] is None, n, f'[{{"n": {n}}}]') for n, pair in enumerate(pairs)})
+    log.cache_ranges({pair: (pair[0] is None, n, f'[{{"sha":"{n}"}}]') for n, pair in enumerate(pairs)})
     conn = sqlite3.connect(tmp_path / "d.db", isolation_level=None)
     conn.execute("UPDATE ranges SET count = 'many' WHERE sha = ?", (f"{6:040x}",))
     conn.close()
     missing = (f"{1:040x}", f"{9999:040x}")
     found = log.cached_ranges([*pairs, pairs[3], missing])
     assert set(found) == set(pairs) - {pairs[5]}
-    assert found[pairs[0]] == (True, 0, '[{"n": 0}]') and pairs[0][0] is None
-    assert found[pairs[949]] == (False, 949, '[{"n": 949}]')
+    assert found[pairs[0]] == (True, 0, '[{"sha":"0"}]') and pairs[0][0] is None
+    assert found[pairs[949]] == (False, 949, '[{"sha":"949"}]')
     log.close()

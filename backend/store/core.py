@@ -56,12 +56,14 @@ class Migration(NamedTuple):
     """One step of the schema: SQL, or a function given the sqlite-utils Database.
 
     ``breaking``: older andons must not write to the log after this step (it changes
-    or removes something they rely on). Applied steps are never edited.
+    or removes something they rely on); ``release`` is then the andon release that
+    introduced it, named to them. Applied steps are never edited.
     """
 
     sql: str = ""
     create: Callable[[sqlite_utils.Database], None] | None = None
     breaking: bool = False
+    release: str = ""
 
 
 class Changes(NamedTuple):
@@ -123,12 +125,11 @@ def explain(error: sqlite3.Error) -> str:
     return text
 
 
+DETAIL_LIMIT = 64 * 1024  # characters of an event's detail read back; andon writes a few hundred
+
+
 def clean_detail(text: object) -> str:
     """An event's JSON detail as read back: every string in it cleaned, always valid JSON."""
-    try:
-        value = json.loads(text) if isinstance(text, str) else {}
-    except ValueError:
-        value = {"text": clean_line(str(text))}
 
     def cleaned(item: Any) -> Any:
         if isinstance(item, str):
@@ -139,7 +140,14 @@ def clean_detail(text: object) -> str:
             return {clean_line(str(key)): cleaned(part) for key, part in item.items()}
         return item
 
-    return json.dumps(cleaned(value), ensure_ascii=False)
+    raw = text if isinstance(text, str) else "" if text is None else repr(text)
+    try:
+        if len(raw) > DETAIL_LIMIT:
+            raise ValueError("too long")
+        # NaN and Infinity are not JSON: refused on the way out, like any other oddity.
+        return json.dumps(cleaned(json.loads(raw) if raw else {}), ensure_ascii=False, allow_nan=False)
+    except (ValueError, RecursionError):  # not JSON, too deep, too long
+        return json.dumps({"text": clean_line(raw[:200])}, ensure_ascii=False)
 
 
 class LogCore:
@@ -156,6 +164,7 @@ class LogCore:
         self._lock = threading.RLock()
         self._clock = clock
         self._db: sqlite_utils.Database | None = None
+        self._version = 0  # the schema version last seen (set when opened)
 
     @classmethod
     def schema_version(cls) -> int:
@@ -234,6 +243,9 @@ class LogCore:
                 if self._conn.in_transaction:
                     self._conn.execute("ROLLBACK")
         known = self.schema_version()
+        if version > known and "andon_meta" in tables:
+            # A newer andon's log: its rule decides, whatever it did to the tables.
+            self._check_newer(version, meta)
         # Version 0 with tables, or a version without our tables: another program's
         # file (user_version is free for any application to use). Never touch it.
         if (version == 0 and tables) or (version > 0 and not self.REQUIRED_TABLES <= tables):
@@ -245,6 +257,7 @@ class LogCore:
             self._check_newer(version, meta)
         elif version < known:
             self._migrate()
+        self._version = max(version, known)
         mode = self._conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
         if mode.lower() != "wal":
             raise StoreError(f"deploy log {self.path}: could not switch to WAL mode (got {mode})")
@@ -263,13 +276,20 @@ class LogCore:
                 "upgrade andon. The file was left untouched"
             )
 
+    def _rule(self) -> dict[str, str]:
+        try:
+            return dict(self._conn.execute("SELECT key, value FROM andon_meta").fetchall())
+        except sqlite3.OperationalError:  # no such table: an andon before schema 3
+            return {}
+
     def _migrate(self) -> None:
-        with self.immediate():
+        with self.immediate(check=False):
             version = self._conn.execute("PRAGMA user_version").fetchone()[0]
             known = self.schema_version()
-            if version >= known:  # another andon (maybe a newer one) got here first
+            if version > known:  # a newer andon got here first: its rule decides
+                self._check_newer(version, self._rule())
+            if version >= known:  # another andon got here first
                 return
-            breaking = 0
             for number in range(version, known):
                 step = self.MIGRATIONS[number]
                 for statement in _split_sql(step.sql):
@@ -277,12 +297,10 @@ class LogCore:
                 if step.create is not None:
                     step.create(self.db)
                 if step.breaking:
-                    breaking = number + 1
-            if breaking:
-                self.db.table("andon_meta").upsert_all([
-                    {"key": "writer_min_schema", "value": str(breaking)},
-                    {"key": "writer_min_andon", "value": ANDON_VERSION},
-                ], pk="key")
+                    self.db.table("andon_meta").upsert_all([
+                        {"key": "writer_min_schema", "value": str(number + 1)},
+                        {"key": "writer_min_andon", "value": step.release or ANDON_VERSION},
+                    ], pk="key")
             # PRAGMA cannot take parameters; the version is our own integer.
             self._conn.execute(f"PRAGMA user_version = {int(known)}")
 
@@ -291,18 +309,28 @@ class LogCore:
             self._conn.close()
 
     @contextmanager
-    def immediate(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction that takes the write lock up front (``BEGIN IMMEDIATE``)."""
+    def immediate(self, *, check: bool = True) -> Iterator[sqlite3.Connection]:
+        """One write transaction that takes the write lock up front (``BEGIN IMMEDIATE``).
+
+        It first checks that no newer andon has changed the schema incompatibly since this
+        log was opened (one read of the file header): a dashboard or watcher left open
+        across a teammate's upgrade stops writing instead of writing the old way.
+        """
         with self._lock:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
+                if check:
+                    version = self._conn.execute("PRAGMA user_version").fetchone()[0]
+                    if version != self._version:
+                        if version > self.schema_version():
+                            self._check_newer(version, self._rule())
+                        self._version = version
                 yield self._conn
+                self._conn.execute("COMMIT")
             except BaseException:
                 if self._conn.in_transaction:
                     self._conn.execute("ROLLBACK")
                 raise
-            else:
-                self._conn.execute("COMMIT")
 
     def now(self) -> str:
         return to_iso(self._clock())

@@ -30,7 +30,7 @@ from typing import Any, NamedTuple
 from backend.config import ENV_NAME
 from backend.models import FINAL_STATUSES, INTERRUPTED, RUNNING, STATUSES, SUCCEEDED, Deploy, to_iso
 from backend.processes import alive
-from backend.store.core import LogCore, StoreError, guard
+from backend.store.core import LogCore, StoreError, explain, guard
 from backend.text import clean, clean_line, has_controls
 
 SCHEMA = """
@@ -76,13 +76,31 @@ SUCCEEDED_INDEX = """
 CREATE INDEX deploys_env_succeeded ON deploys(env, started_at, id) WHERE status = 'succeeded';
 """
 
-# A damaged row (see _damage) never becomes another deploy's previous SHA: its SHA must
-# look like one and its time like a time.
+# What andon writes: to_iso() times (always six decimals) and full SHAs (SHA-1 or
+# SHA-256 repositories). The same rule in Python (_damage) and in SQL (_sound).
+_TIME = re.compile(r"[0-9]{4}-[01][0-9]-[0-3][0-9]T[012][0-9]:[0-5][0-9]:[0-5][0-9]\.[0-9]{6}Z\Z")
+_TIME_GLOB = "[0-9][0-9][0-9][0-9]-[01][0-9]-[0-3][0-9]T[012][0-9]:[0-5][0-9]:[0-5][0-9].[0-9][0-9][0-9][0-9][0-9][0-9]Z"
+_SHA = re.compile(r"(?:[0-9a-f]{40}|[0-9a-f]{64})\Z")
+_KNOWN = frozenset(STATUSES)
+
+
+def _sound(a: str) -> str:
+    """SQL: row ``a`` is not damaged (what _damage checks, but the status)."""
+    texts = " AND ".join(f"typeof({a}.{c}) = 'text'" for c in ("env", "sha", "who", "trigger", "reason", "output",
+                                                                  "started_at"))
+    return (f"{texts} AND length({a}.sha) IN (40, 64) AND {a}.sha NOT GLOB '*[^0-9a-f]*'"
+            f" AND {a}.started_at GLOB '{_TIME_GLOB}'"
+            f" AND ({a}.finished_at IS NULL OR (typeof({a}.finished_at) = 'text' AND {a}.finished_at GLOB '{_TIME_GLOB}'))"
+            f" AND ({a}.exit_code IS NULL OR typeof({a}.exit_code) = 'integer')"
+            f" AND ({a}.reverts IS NULL OR typeof({a}.reverts) = 'integer')")
+
+
+# The previous SHA: the newest sound succeeded deploy before this one in its environment.
+# The row-value comparison lets SQLite seek deploys_env_succeeded (env, started_at, id)
+# instead of walking every newer row (an OR of the two cases did: quadratic over a log).
 _PREV = (
     "(SELECT p.sha FROM deploys p WHERE p.env = d.env AND p.status = 'succeeded'"
-    " AND (p.started_at < d.started_at OR (p.started_at = d.started_at AND p.id < d.id))"
-    " AND length(p.sha) IN (40, 64) AND p.sha NOT GLOB '*[^0-9a-f]*'"
-    " AND p.started_at GLOB '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]T*'"
+    " AND (p.started_at, p.id) < (d.started_at, d.id) AND " + _sound("p") +
     " ORDER BY p.started_at DESC, p.id DESC LIMIT 1)"
 )
 _COLUMNS = (
@@ -91,10 +109,6 @@ _COLUMNS = (
 )
 _COLUMNS_NO_OUTPUT = _COLUMNS.replace("d.output", "'' AS output")
 
-# What andon writes: to_iso() times and full SHAs (SHA-1 or SHA-256 repositories).
-_TIME = re.compile(r"\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])T([01]\d|2[0-3]):[0-5]\d:[0-5]\d(\.\d{1,6})?Z\Z")
-_SHA = re.compile(r"(?:[0-9a-f]{40}|[0-9a-f]{64})\Z")
-_KNOWN = frozenset(STATUSES)
 READ_CHUNK = 500  # deploys per query when streaming the whole log
 
 
@@ -235,7 +249,7 @@ class DeploysMixin(LogCore):
     def _deploy(self, row: tuple[Any, ...]) -> Deploy:
         (id_, env, sha, prev, status, who, trigger, reason, started, finished, code, output,
          reverts, pid, host) = row
-        if status == RUNNING and host == self._host and pid and not alive(pid):
+        if status == RUNNING and host == self._host and type(pid) is int and 0 < pid < 2**31 and not alive(pid):
             # The process that ran it died without finishing: it is not running.
             status = INTERRUPTED
         damage = _damage(row)
@@ -271,12 +285,12 @@ class DeploysMixin(LogCore):
             rows = self._conn.execute(sql, params).fetchall()
         return [self._deploy(row) for row in rows]
 
-    def iter_deploys(self, env: str | None = None, *, limit: int | None = None,
-                     chunk: int = READ_CHUNK) -> Iterator[list[Deploy]]:
-        """Deploys newest first, a chunk at a time, for reports that stream the whole log.
+    def _pages(self, columns: str, env: str | None, limit: int | None, chunk: int) -> Iterator[list[tuple[Any, ...]]]:
+        """Rows newest first, ``chunk`` at a time; ``columns`` start with started_at, id.
 
-        Each chunk is one short query through sqlite-utils, continuing after the last row
-        seen (keyset, not OFFSET: a deploy recorded meanwhile neither repeats nor hides one).
+        Each page is one short query through sqlite-utils, continuing after the last row
+        seen (keyset, not OFFSET: a deploy recorded meanwhile neither repeats nor hides
+        one, and every page is an index seek, not a walk from the newest row).
         """
         left = -1 if limit is None else limit
         after: tuple[Any, Any] | None = None
@@ -287,37 +301,36 @@ class DeploysMixin(LogCore):
                 where.append("d.env = ?")
                 params.append(env)
             if after is not None:
-                where.append("(d.started_at < ? OR (d.started_at = ? AND d.id < ?))")
-                params += [after[0], after[0], after[1]]
-            sql = (f"SELECT {_COLUMNS_NO_OUTPUT} FROM deploys d"
-                   + (" WHERE " + " AND ".join(where) if where else "")
+                where.append("(d.started_at, d.id) < (?, ?)")
+                params += list(after)
+            sql = (f"SELECT {columns} FROM deploys d" + (" WHERE " + " AND ".join(where) if where else "")
                    + " ORDER BY d.started_at DESC, d.id DESC LIMIT ?")
             try:
                 with self._lock:
                     rows = [tuple(found.values()) for found in self.db.query(sql, [*params, size])]
             except sqlite3.DatabaseError as error:
-                from backend.store.core import explain
-
                 raise StoreError(f"deploy log {self.path}: {explain(error)}") from None
             if not rows:
                 return
-            after = (rows[-1][8], rows[-1][0])
-            yield [self._deploy(row) for row in rows]
+            after = (rows[-1][0], rows[-1][1])
+            yield rows
             if left > 0:
                 left -= len(rows)
             if len(rows) < size:
                 return
 
-    @guard
-    def pairs(self, env: str | None = None, *, limit: int | None = None) -> list[tuple[str | None, str]]:
+    def iter_deploys(self, env: str | None = None, *, limit: int | None = None,
+                     chunk: int = READ_CHUNK) -> Iterator[list[Deploy]]:
+        """Deploys newest first, a chunk at a time, for reports that stream the whole log."""
+        for rows in self._pages(f"d.started_at AS _at, {_COLUMNS_NO_OUTPUT}", env, limit, chunk):
+            yield [self._deploy(row[1:]) for row in rows]
+
+    def iter_pairs(self, env: str | None = None, *, limit: int | None = None,
+                   chunk: int = READ_CHUNK) -> Iterator[list[tuple[str | None, str]]]:
         """(previous sha, sha) of each deploy newest first: the release ranges a report needs."""
-        sql = f"SELECT {_PREV}, d.sha FROM deploys d" + (" WHERE d.env = ?" if env is not None else "")
-        params: list[Any] = [env] if env is not None else []
-        with self._lock:
-            rows = self._conn.execute(sql + " ORDER BY d.started_at DESC, d.id DESC LIMIT ?",
-                                      [*params, -1 if limit is None else limit]).fetchall()
-        return [(prev if isinstance(prev, str) and _SHA.match(prev) else None, clean_line(sha))
-                for prev, sha in rows if isinstance(sha, str)]
+        for rows in self._pages(f"d.started_at, d.id, {_PREV}, d.sha", env, limit, chunk):
+            yield [(prev if isinstance(prev, str) and _SHA.match(prev) else None, clean_line(sha))
+                   for _, _, prev, sha in rows if isinstance(sha, str)]
 
     @guard
     def count(self, env: str | None = None) -> int:
