@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -39,6 +41,16 @@ def one_line(error: BaseException) -> str:
     assert isinstance(error, AndonError), repr(error)
     assert message and "\n" not in message and "\r" not in message, message
     return message
+
+
+@contextmanager
+def raw(path: Path) -> Iterator[sqlite3.Connection]:
+    """Another program's connection to a deploy log, in autocommit mode, closed after use."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        yield conn
+    finally:
+        conn.close()
 
 
 def git(repo: Path, *args: str, env: dict[str, str] | None = None) -> str:

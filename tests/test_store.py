@@ -9,7 +9,6 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import backend.store as store
 from backend import ANDON_VERSION
 from backend.models import FAILED, INTERRUPTED, RUNNING, SUCCEEDED, to_iso
 from backend.store import SCHEMA_VERSION, DeployLog, ImportResult, StoreError
-from tests.conftest import one_line
+from tests.conftest import one_line, raw
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
@@ -46,16 +45,6 @@ def refused(path: Path, **kwargs: object) -> str:
         DeployLog.open(path, **kwargs)  # type: ignore[arg-type]
     assert path.read_bytes() == before
     return one_line(caught.value)
-
-
-@contextmanager
-def raw(path: Path) -> Iterator[sqlite3.Connection]:
-    """Another program's connection to the same file, in autocommit mode, closed after use."""
-    conn = sqlite3.connect(path, isolation_level=None)
-    try:
-        yield conn
-    finally:
-        conn.close()
 
 
 @pytest.fixture
@@ -679,17 +668,22 @@ log.close()
 """
 
 
+def run_at_once(tmp_path: Path, name: str, script: str, count: int = 3) -> None:
+    """Run ``count`` copies of a Python script against the log at once; each must succeed."""
+    path = tmp_path / name
+    path.write_text(script.format(root=str(Path(__file__).resolve().parents[1])))
+    go = tmp_path / "go"
+    procs = [subprocess.Popen([sys.executable, str(path), str(tmp_path / "deploys.db"), str(n), str(go)],
+                              stderr=subprocess.PIPE, text=True) for n in range(count)]
+    go.touch()
+    results = [(proc.wait(timeout=120), proc.stderr.read()) for proc in procs]  # type: ignore[union-attr]
+    assert [code for code, _ in results] == [0] * count, [err for _, err in results]
+
+
 def test_imports_from_several_processes_at_once_all_land_once(tmp_path: Path) -> None:
     path = tmp_path / "deploys.db"
     DeployLog.open(path).close()
-    script = tmp_path / "importer.py"
-    script.write_text(IMPORTER.format(root=str(Path(__file__).resolve().parents[1])))
-    go = tmp_path / "go"
-    procs = [subprocess.Popen([sys.executable, str(script), str(path), str(n), str(go)],
-                              stderr=subprocess.PIPE, text=True) for n in range(3)]
-    go.touch()
-    results = [(proc.wait(timeout=120), proc.stderr.read()) for proc in procs]  # type: ignore[union-attr]
-    assert [code for code, _ in results] == [0, 0, 0], [err for _, err in results]
+    run_at_once(tmp_path, "importer.py", IMPORTER)
     log = DeployLog.open(path)
     try:
         assert log.count() == 750
@@ -775,14 +769,7 @@ def test_processes_writing_at_once_all_succeed(tmp_path: Path, fresh: bool) -> N
     path = tmp_path / "deploys.db"
     if not fresh:
         DeployLog.open(path).close()
-    script = tmp_path / "writer.py"
-    script.write_text(WRITER.format(root=str(Path(__file__).resolve().parents[1])))
-    go = tmp_path / "go"
-    procs = [subprocess.Popen([sys.executable, str(script), str(path), str(n), str(go)],
-                              stderr=subprocess.PIPE, text=True) for n in range(3)]
-    go.touch()
-    results = [(proc.wait(timeout=120), proc.stderr.read()) for proc in procs]  # type: ignore[union-attr]
-    assert [code for code, _ in results] == [0, 0, 0], [err for _, err in results]
+    run_at_once(tmp_path, "writer.py", WRITER)
     log = DeployLog.open(path)
     try:
         assert log.count() == 120

@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import json
 import socket
-import sqlite3
 import tracemalloc
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -19,22 +17,13 @@ import backend.store as store
 from backend.models import FAILED, SUCCEEDED, to_iso
 from backend.store import DeployLog, StoreError
 from backend.store.core import Migration
-from tests.conftest import one_line
+from tests.conftest import one_line, raw
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
 
 def sha(n: int) -> str:
     return f"{n:040x}"
-
-
-@contextmanager
-def raw(path: Path) -> Iterator[sqlite3.Connection]:
-    conn = sqlite3.connect(path, isolation_level=None)
-    try:
-        yield conn
-    finally:
-        conn.close()
 
 
 def steps(log: DeployLog, action: Callable[[], object]) -> int:
