@@ -322,7 +322,7 @@ async def test_rows_another_program_damaged_are_listed_marked_and_explained(repo
         raw.execute("DROP TRIGGER IF EXISTS deploys_finish_once")
         raw.execute("UPDATE deploys SET started_at = 'yesterday' WHERE id = ?", (yesterday.id,))
         # Shaped like a time, but there is no 30 February.
-        raw.execute("UPDATE deploys SET started_at = '2026-02-30T10:00:00Z', finished_at = '2026-02-30T10:05:00Z'"
+        raw.execute("UPDATE deploys SET started_at = '2026-02-30T10:00:00.000000Z', finished_at = '2026-02-30T10:05:00.000000Z'"
                     " WHERE id = ?", (no_such_day.id,))
         inserted = raw.execute(
             "INSERT INTO deploys (env, sha, status, who, trigger, started_at, finished_at, exit_code)"
