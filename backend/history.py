@@ -1,31 +1,34 @@
-"""Reading git history: full SHAs, release ranges, pending commits.
+"""Reading git history: full SHAs, release ranges, pending commits, ancestry, grep.
 
 Lists of commits come from one ``git log`` per batch with a format string, never
 from loading commit objects one at a time (about 12x faster than GitPython's
 ``iter_commits``, see LIBRARIES.md). A release range between two SHAs never
-changes, so each is computed once per process and cached.
+changes, so each is kept once computed: in the deploy log (``cache``) and in a
+bounded in-memory LRU. Every git command runs through :mod:`backend.repository`.
 
 Nothing here raises for a history problem: a SHA missing from the clone, an
 empty repository or no repository at all gives a :class:`Range` whose ``error``
-says so in one line, and the caller shows it.
+says so in one line (or None from :meth:`History.contains`), and the caller
+shows it.
 """
 
 from __future__ import annotations
 
 import heapq
 import json
-import os
 import re
-import subprocess
 import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
-from backend import AndonError
 from backend.models import Commit
-from backend.text import clean_line, decode, short
+from backend.repository import Done, GitError, GitTimeout, Repository, discover, problem
+from backend.text import bytes_need_cleaning, clean_line, decode, short
+
+__all__ = ["FULL_SHA", "GitError", "GrepMatch", "History", "Range", "RangeCache"]
 
 FULL_SHA = re.compile(r"^[0-9a-f]{40}\Z")  # \Z: "$" would accept a trailing newline
 PENDING_LIMIT = 1000
@@ -33,22 +36,25 @@ PENDING_LIMIT = 1000
 # by a common ancestor; past WHOLE_HISTORY_PAIRS ranges, one log of everything is cheaper.
 CHUNK_PAIRS = 32
 WHOLE_HISTORY_PAIRS = 1000
-# Bytes that can be neither a control character nor start a C1 one in UTF-8 (\xc2\x80-\x9f).
-_HARMLESS_BYTES = bytes([0] + [b for b in range(0x20, 0x100) if b not in (0x7F, 0xC2)])
+# Ranges kept in memory (least recently used dropped first). The dashboard shows a
+# page of 100 deploys per environment and reloads it on every change to the log, so
+# a few thousand covers what anyone scrolls through; every range is in the deploy
+# log as well. A range is about 2 KB (a first deploy to a long history can be far
+# more), so this is some 8 MB at most in the usual case.
+RANGE_CACHE_SIZE = 4096
+# Ancestry questions answered with one walk of git's graph each (see contains()).
+CONTAINS_CHUNK = 32
+GREP_LIMIT = 200  # matching lines returned at most
+GREP_TEXT_LIMIT = 500  # characters of each matching line kept
 _FORMAT = "--format=%H%x00%P%x00%an%x00%aI%x00%s"
-# Keep git's output plain and predictable whatever the user's configuration says.
-_GIT = ("git", "-c", "log.showSignature=false", "-c", "color.ui=never", "-c", "core.quotePath=off")
 
 
-class GitError(AndonError):
-    pass
+class GrepMatch(NamedTuple):
+    """One line ``git grep`` found: its file, its line number (from 1) and its text, cleaned."""
 
-
-def _git_problem(stderr: bytes, fallback: str) -> str:
-    """The line of git's complaint that says what went wrong (not the usage hint after it)."""
-    lines = [line.strip() for line in decode(stderr).splitlines() if line.strip()]
-    chosen = next((line for line in lines if line.startswith(("fatal:", "error:"))), lines[0] if lines else fallback)
-    return clean_line(chosen)
+    path: str
+    line: int
+    text: str
 
 
 class Range:
@@ -162,83 +168,90 @@ class _Graph:
         return None
 
 
-def _git_env() -> dict[str, str]:
-    env = dict(os.environ)
-    # Replace refs rewrite history as git shows it; a range kept in the log must be the real one.
-    env.update(GIT_TERMINAL_PROMPT="0", GIT_PAGER="cat", LC_ALL="C", GIT_NO_REPLACE_OBJECTS="1")
-    env.pop("GIT_DIR", None)
-    env.pop("GIT_WORK_TREE", None)
-    return env
-
-
 class History:
-    """Git history of one repository (``root`` None: no repository, every answer says so)."""
+    """Git history of one repository (``root`` None: no repository, every answer says so).
 
-    def __init__(self, root: Path | None, git_dir: Path | None = None) -> None:
+    ``git_dir`` is the git directory all worktrees of the clone share (where the
+    deploy log is by default); ``worktree_git_dir`` this working tree's own (None:
+    found from ``root``). Used from several threads at once; :meth:`close` when done.
+    """
+
+    def __init__(self, root: Path | None, git_dir: Path | None = None, *,
+                 worktree_git_dir: Path | None = None) -> None:
         self.root = root
         self.git_dir = git_dir
         self.cache: RangeCache | None = None  # set once the deploy log is open
+        self._repository = Repository(root, worktree_git_dir) if root is not None else None
         self._branches: dict[str | None, str] = {}
-        self._cache: dict[tuple[str | None, str], Range] = {}
+        self._cache: OrderedDict[tuple[str | None, str], Range] = OrderedDict()
         self._lock = threading.Lock()
 
     @classmethod
-    def discover(cls, path: Path) -> History:
-        """The repository containing ``path``; :class:`GitError` if there is none."""
-        if not path.exists():
-            raise GitError(f"{path}: no such directory")
-        if not path.is_dir():
-            raise GitError(f"{path}: not a directory")
-        try:
-            done = subprocess.run(
-                ["git", "-C", str(path), "rev-parse", "--show-toplevel", "--git-common-dir"],
-                capture_output=True, env=_git_env(), check=False,
-            )
-        except FileNotFoundError:
-            raise GitError("git is not installed (andon needs the git command)") from None
-        if done.returncode != 0:
-            bare = subprocess.run(["git", "-C", str(path), "rev-parse", "--is-bare-repository"],
-                                  capture_output=True, env=_git_env(), check=False)
-            if decode(bare.stdout).strip() == "true":
-                raise GitError(f"{path} is a bare repository: andon needs a clone with a working tree")
-            raise GitError(f"{path} is not inside a git repository (use --repo)")
-        lines = decode(done.stdout).splitlines()
-        if len(lines) != 2:
-            raise GitError(f"{path}: a bare repository has no working tree (use a clone)")
-        root = Path(lines[0])
-        git_dir = Path(lines[1])
-        if not git_dir.is_absolute():
-            git_dir = (path / git_dir).resolve()
-        return cls(root, git_dir)
+    def discover(cls, path: Path, *, honour_git_dir: bool = True) -> History:
+        """The repository containing ``path``; :class:`GitError` (one line) if there is none.
+
+        One ``git rev-parse``, without GitPython (the dashboard finds its repository
+        before its first frame, and importing GitPython would cost more than the
+        frame's whole budget): see :func:`backend.repository.discover`, also for
+        ``honour_git_dir``.
+        """
+        found = discover(path, honour_git_dir=honour_git_dir)
+        return cls(found.root, found.common_dir, worktree_git_dir=found.git_dir)
+
+    @property
+    def repository(self) -> Repository | None:
+        """The git layer of this repository (None without one): ``with history.repository.repo() as repo:``
+        lends a GitPython ``Repo`` to this thread."""
+        return self._repository
+
+    def close(self) -> None:
+        """Close the GitPython ``Repo`` objects (and any helper processes they started)."""
+        if self._repository is not None:
+            self._repository.close()
 
     # -- running git ---------------------------------------------------------------
 
-    def _run(self, *args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
-        assert self.root is not None
-        return subprocess.run(
-            [*_GIT, "-C", str(self.root), *args],
-            input=stdin, capture_output=True, env=_git_env(), check=False,
-        )
+    def _run(self, *args: str, revisions: Sequence[str] = (), stdin: bytes | None = None,
+             check: bool = True) -> Done:
+        """One git command in this repository (:class:`GitError` if it fails and ``check``)."""
+        if self._repository is None:
+            raise GitError("not in a git repository")
+        return self._repository.run(args, revisions=revisions, stdin=stdin, check=check)
 
     def user_name(self) -> str | None:
-        if self.root is None:
+        """git's ``user.name`` as git itself reads it (None if unset or git cannot say).
+
+        ``git config`` rather than GitPython's ``config_reader()``, which reads the
+        files itself and so misses what only git knows: ``GIT_CONFIG_GLOBAL``,
+        ``GIT_CONFIG_NOSYSTEM``, ``GIT_CONFIG_COUNT``/``-c`` settings, ``includeIf``
+        conditions, per-worktree configuration.
+        """
+        if self._repository is None:
             return None
-        done = self._run("config", "user.name")
+        try:
+            done = self._run("config", "--get", "user.name", check=False)
+        except GitError:
+            return None
         name = decode(done.stdout).strip()
-        return clean_line(name) if done.returncode == 0 and name else None
+        return clean_line(name) if done.status == 0 and name else None
 
     # -- revisions -------------------------------------------------------------------
 
     def resolve_many(self, revisions: Sequence[str]) -> dict[str, str | None]:
-        """Full commit SHAs for revisions (None where not a commit in this clone); one git call."""
+        """Full commit SHAs for revisions (None where not a commit in this clone); one git call.
+
+        :class:`GitError` if git cannot answer at all (it timed out, the repository is gone).
+        """
         if self.root is None or not revisions:
             return {revision: None for revision in revisions}
         unique = list(dict.fromkeys(revisions))
-        safe = [r for r in unique if r and "\n" not in r and not r.startswith("-")]
+        safe = [r for r in unique if r and "\n" not in r and "\r" not in r and not r.startswith("-")]
+        result: dict[str, str | None] = {r: None for r in unique}
+        if not safe:
+            return result
         lines = "".join(f"{r}^{{commit}}\n" for r in safe).encode()
         done = self._run("cat-file", "--batch-check=%(objectname) %(objecttype)", stdin=lines)
-        answers = decode(done.stdout).splitlines() if done.returncode == 0 else []
-        result: dict[str, str | None] = {r: None for r in unique}
+        answers = decode(done.stdout).splitlines()
         for revision, answer in zip(safe, answers, strict=False):
             parts = answer.split()
             if len(parts) == 2 and parts[1] == "commit" and FULL_SHA.match(parts[0]):
@@ -257,6 +270,7 @@ class History:
         return sha
 
     def existing(self, shas: Iterable[str]) -> set[str]:
+        """Those of ``shas`` that are commits in this clone (:class:`GitError` if git cannot say)."""
         found = self.resolve_many([s for s in shas if s])
         return {sha for sha, full in found.items() if full == sha}
 
@@ -268,10 +282,13 @@ class History:
         """
         if self.root is None:
             return None
-        known = self._branches.get(configured)
-        if known is not None and self._resolves(known):
-            return known
-        found = self._find_branch(configured)
+        try:
+            known = self._branches.get(configured)
+            if known is not None and self._resolves(known):
+                return known
+            found = self._find_branch(configured)
+        except GitError:
+            return None  # git cannot answer now (timed out): pending commits say so when asked
         if found is not None:
             self._branches[configured] = found
         return found
@@ -281,18 +298,17 @@ class History:
         if configured:
             candidates += [f"refs/heads/{configured}", f"refs/remotes/origin/{configured}", configured]
         else:
-            done = self._run("symbolic-ref", "--quiet", "refs/remotes/origin/HEAD")
-            if done.returncode == 0:
+            done = self._run("symbolic-ref", "--quiet", "refs/remotes/origin/HEAD", check=False)
+            if done.status == 0:
                 candidates.append(decode(done.stdout).strip())
-            done = self._run("symbolic-ref", "--quiet", "HEAD")
-            if done.returncode == 0:
+            done = self._run("symbolic-ref", "--quiet", "HEAD", check=False)
+            if done.status == 0:
                 candidates.append(decode(done.stdout).strip())
             candidates += ["refs/heads/main", "refs/heads/master"]
         return next((candidate for candidate in candidates if self._resolves(candidate)), None)
 
     def _resolves(self, ref: str) -> bool:
-        done = self._run("rev-parse", "--verify", "--quiet", "--end-of-options", f"{ref}^{{commit}}")
-        return done.returncode == 0
+        return self._run("rev-parse", "--verify", "--quiet", revisions=[f"{ref}^{{commit}}"], check=False).status == 0
 
     # -- commits -----------------------------------------------------------------------
 
@@ -310,14 +326,13 @@ class History:
             args.append("--topo-order")
         if limit is not None:
             args.append(f"--max-count={limit}")
+        # The revisions go on standard input, where git takes none for an option.
         done = self._run(*args, stdin=revs.encode())
-        if done.returncode != 0:
-            raise GitError(_git_problem(done.stderr, "git log failed"))
         text = decode(done.stdout)
         fields = text.split("\x00")
-        # Clean each field only when the output may hold a control character at all:
-        # deleting every byte that cannot start one leaves nothing in the common case.
-        dirty = bool(done.stdout.translate(None, _HARMLESS_BYTES))
+        # Clean each field only when the output may hold anything to clean at all
+        # (a control, bidi or zero-width character): in the common case it does not.
+        dirty = bytes_need_cleaning(done.stdout)
         position, parents_of, commits = graph.position, graph.parents, graph.commits
         for index in range(0, len(fields) - 4, 5):
             sha = fields[index]
@@ -338,8 +353,7 @@ class History:
         returned, without running git: cheap enough for a first screen.
         """
         wanted = list(dict.fromkeys(pairs))
-        with self._lock:
-            result = {pair: self._cache[pair] for pair in wanted if pair in self._cache}
+        result = self._recall(wanted)
         todo = [pair for pair in wanted if pair not in result]
         if not todo:
             return result
@@ -349,8 +363,7 @@ class History:
                 loaded = {pair: Range(first=first, commits_json=commits, size=count)
                           for pair, (first, count, commits) in kept.items()}
                 result.update(loaded)
-                with self._lock:
-                    self._cache.update(loaded)
+                self._remember(loaded)
                 todo = [pair for pair in todo if pair not in loaded]
         if not todo or not compute:
             return result
@@ -360,20 +373,49 @@ class History:
             # Optimistic: every SHA is usually in the clone, and asking git about each
             # first costs a third as much as the log itself. git log fails on a missing one.
             computed = self._compute(todo)
+        except GitTimeout as error:
+            # git hangs (a stalled filesystem): asking again, SHA by SHA, would only wait again.
+            computed = {pair: Range(error=f"commits unavailable: {error}") for pair in todo}
         except GitError:
             computed = self._compute_checked(todo)
         result.update(computed)
         good = {pair: found for pair, found in computed.items() if not found.error}
-        with self._lock:
-            self._cache.update(good)
+        self._remember(good)
         if self.cache is not None and good:
             self.cache.cache_ranges({pair: (found.first, len(found.commits), found.commits_json())
                                      for pair, found in good.items()})
         return result
 
+    def _recall(self, pairs: list[tuple[str | None, str]]) -> dict[tuple[str | None, str], Range]:
+        """The ranges among ``pairs`` kept in memory (each now the most recently used)."""
+        found = {}
+        with self._lock:
+            cache = self._cache
+            for pair in pairs:
+                kept = cache.get(pair)
+                if kept is not None:
+                    cache.move_to_end(pair)
+                    found[pair] = kept
+        return found
+
+    def _remember(self, ranges: dict[tuple[str | None, str], Range]) -> None:
+        """Keep ranges in memory, dropping the least recently used beyond RANGE_CACHE_SIZE."""
+        if not ranges:
+            return
+        with self._lock:
+            cache = self._cache
+            cache.update(ranges)
+            for pair in ranges:
+                cache.move_to_end(pair)
+            while len(cache) > RANGE_CACHE_SIZE:
+                cache.popitem(last=False)
+
     def _compute_checked(self, todo: list[tuple[str | None, str]]) -> dict[tuple[str | None, str], Range]:
         """The ranges whose SHAs are all in this clone, and an explanation for the others."""
-        present = self.existing({s for pair in todo for s in pair if s})
+        try:
+            present = self.existing({s for pair in todo for s in pair if s})
+        except GitError as error:
+            return {pair: Range(error=f"commits unavailable: {error}") for pair in todo}
         result: dict[tuple[str | None, str], Range] = {}
         computable: list[tuple[str | None, str]] = []
         for prev, sha in todo:
@@ -426,7 +468,7 @@ class History:
         return graph
 
     def _head_exists(self) -> bool:
-        return self._run("rev-parse", "--verify", "--quiet", "HEAD^{commit}").returncode == 0
+        return self._run("rev-parse", "--verify", "--quiet", "HEAD^{commit}", check=False).status == 0
 
     def _shallow(self) -> set[str]:
         """The commits where a shallow clone's history is cut off (their parents are missing)."""
@@ -456,8 +498,8 @@ class History:
                 # Every ancestor of a common ancestor of all the previous SHAs is outside
                 # every range, so the log can stop there. merge-base --octopus walks once
                 # per SHA, so it is only asked about a few deploys close together in time.
-                done = self._run("merge-base", "--octopus", *prevs)
-                if done.returncode == 0:
+                done = self._run("merge-base", "--octopus", revisions=prevs, check=False)
+                if done.status == 0:
                     boundary = decode(done.stdout).split()[:1]
             graph = self._log(sorted(shas | set(prevs)), boundary)
         else:
@@ -484,20 +526,159 @@ class History:
                 return Range(error=f"pending commits unavailable: the deploy branch {clean_line(configured)!r} "
                                    "is not in this clone (check branch in andon.toml)")
             return Range(error="pending commits unavailable: the deploy branch has no commits yet")
-        if live_sha and not self.existing([live_sha]):
-            return Range(error=f"pending commits unavailable: {short(live_sha)} is not in this clone")
-        negatives = [live_sha] if live_sha else []
         try:
+            if live_sha and not self.existing([live_sha]):
+                return Range(error=f"pending commits unavailable: {short(live_sha)} is not in this clone")
+            negatives = [live_sha] if live_sha else []
             graph = self._log([branch], negatives, limit=PENDING_LIMIT, topo=True)
+            truncated = 0
+            if len(graph.commits) == PENDING_LIMIT:
+                revisions = [branch] + ([f"^{live_sha}"] if live_sha else [])
+                done = self._run("rev-list", "--count", revisions=revisions, check=False)
+                if done.status == 0:
+                    truncated = max(0, int(decode(done.stdout).strip() or 0) - PENDING_LIMIT)
         except GitError as error:
             return Range(error=f"pending commits unavailable: {error}")
-        truncated = 0
-        if len(graph.commits) == PENDING_LIMIT:
-            args = ["rev-list", "--count", branch] + ([f"^{live_sha}"] if live_sha else [])
-            done = self._run(*args)
-            if done.returncode == 0:
-                truncated = max(0, int(decode(done.stdout).strip() or 0) - PENDING_LIMIT)
         return Range(tuple(graph.commits.values()), truncated=truncated)
+
+    # -- ancestry ------------------------------------------------------------------------
+
+    def contains(self, pairs: Iterable[tuple[str, str]]) -> dict[tuple[str, str], bool | None]:
+        """For each ``(ancestor, descendant)``: is ``ancestor`` the descendant or one of its ancestors?
+
+        Is the expand commit live (an ancestor of the live SHA)? Is the rollback
+        target older than it? Asked in a batch: one ``git cat-file`` for all the
+        revisions, then one ``git rev-list`` for up to CONTAINS_CHUNK distinct
+        ancestors (and one ``git merge-base`` when there are several), whatever the
+        number of descendants. None where either revision is not a commit in this
+        clone, or git cannot answer (no repository, a timeout): never an exception.
+        """
+        wanted = list(dict.fromkeys(pairs))
+        result: dict[tuple[str, str], bool | None] = dict.fromkeys(wanted)
+        if self.root is None or not wanted:
+            return result
+        try:
+            full = self.resolve_many([revision for pair in wanted for revision in pair])
+        except GitError:
+            return result
+        descendants_of: dict[str, set[str]] = {}
+        for ancestor, descendant in wanted:
+            a, d = full.get(ancestor), full.get(descendant)
+            if a is None or d is None:
+                continue
+            if a == d:
+                result[(ancestor, descendant)] = True
+            else:
+                descendants_of.setdefault(a, set()).add(d)
+        ancestors = sorted(descendants_of)
+        reached: dict[tuple[str, str], bool] = {}
+        for start in range(0, len(ancestors), CONTAINS_CHUNK):
+            chunk = ancestors[start:start + CONTAINS_CHUNK]
+            descendants = sorted({d for a in chunk for d in descendants_of[a]})
+            try:
+                masks = self._reached_from(chunk, descendants)
+            except GitError:
+                continue  # these stay None: git cannot say
+            bits = {d: 1 << index for index, d in enumerate(descendants)}
+            for a in chunk:
+                for d in descendants_of[a]:
+                    reached[(a, d)] = bool(masks.get(a, 0) & bits[d])
+        for ancestor, descendant in wanted:
+            a, d = full.get(ancestor), full.get(descendant)
+            if a is not None and d is not None and (a, d) in reached:
+                result[(ancestor, descendant)] = reached[(a, d)]
+        return result
+
+    def _reached_from(self, ancestors: list[str], descendants: list[str]) -> dict[str, int]:
+        """For commits down to the ancestors: which descendants reach each (bit i: ``descendants[i]``).
+
+        One walk, ``git rev-list --topo-order --parents --boundary descendants
+        ^bound``, where ``bound`` is a common ancestor of all the ancestors asked
+        about (the ancestor itself when there is one). An ancestor other than
+        ``bound`` is a descendant of it, so is never hidden by ``^bound``: it is in
+        the walk exactly when some descendant reaches it, and so is every commit on
+        the way. ``bound`` itself comes as a boundary commit. Children come before
+        their parents, so one pass hands each commit's bits on to its parents.
+        """
+        bound: str | None = ancestors[0]
+        if len(ancestors) > 1:
+            done = self._run("merge-base", "--octopus", revisions=ancestors, check=False)
+            found = decode(done.stdout).split()
+            bound = found[0] if done.status == 0 and found and FULL_SHA.match(found[0]) else None
+        revs = "".join(f"{d}\n" for d in descendants) + (f"^{bound}\n" if bound else "")
+        done = self._run("rev-list", "--topo-order", "--parents", "--boundary", "--stdin", stdin=revs.encode())
+        masks = {d: 1 << index for index, d in enumerate(descendants)}
+        for line in decode(done.stdout).splitlines():
+            if line.startswith("-"):
+                continue  # a boundary commit: reached, but what lies below it is not walked
+            shas = line.split()
+            mask = masks.get(shas[0], 0) if shas else 0
+            if mask:
+                for parent in shas[1:]:
+                    masks[parent] = masks.get(parent, 0) | mask
+        return masks
+
+    # -- searching files -----------------------------------------------------------------
+
+    def grep(self, patterns: Iterable[str], rev: str, *, limit: int = GREP_LIMIT,
+             fixed: bool = True) -> list[GrepMatch]:
+        """Lines of the files at ``rev`` that hold any of ``patterns``: at most ``limit``, in git's order.
+
+        Fixed strings by default (``fixed=False``: basic regular expressions), case
+        sensitive, binary files skipped. One ``git grep``, stopped as soon as
+        ``limit`` lines are read. Paths and text are cleaned (text cut to
+        GREP_TEXT_LIMIT characters). A pattern may start with ``-``; empty ones,
+        and ones holding a newline (which no line can match), are ignored.
+        :class:`GitError` (one line) when ``rev`` is not a commit in this clone or
+        git fails.
+        """
+        wanted = [p for p in dict.fromkeys(patterns) if p and "\n" not in p and "\x00" not in p]
+        if self.root is None:
+            raise GitError("cannot search files: not in a git repository")
+        # git grep takes a revision starting with "-" for an option (--open-files-in-pager
+        # runs a command) and knows no --end-of-options before git 2.44: give it the SHA.
+        sha = self.resolve_many([rev])[rev]
+        if sha is None:
+            raise GitError(f"{clean_line(rev)[:80]!r} is not a commit in this clone")
+        if not wanted or limit <= 0:
+            return []
+        args = ["grep", "-z", "-n", "-I", "--no-color", "--no-column", "--no-recurse-submodules",
+                "-F" if fixed else "-G"]
+        for pattern in wanted:
+            args += ["-e", pattern]
+        # Each match is "<sha>:<path>\0<line>\0<text>\n": 2 NULs each. Once the one after
+        # the limit has begun, the limit's own text is complete.
+        needed = 2 * limit + 1
+        seen = 0
+
+        def enough(chunk: bytes) -> bool:
+            nonlocal seen
+            seen += chunk.count(0)
+            return seen >= needed
+
+        assert self._repository is not None
+        done = self._repository.run(args, revisions=[sha], paths=[], check=False, stop=enough)
+        if not done.stopped and done.status not in (0, 1):  # 1: nothing found
+            raise GitError(problem(done.stderr, f"git grep failed (exit status {done.status})"))
+        return _grep_matches(done.stdout, sha, limit)
+
+
+def _grep_matches(output: bytes, sha: str, limit: int) -> list[GrepMatch]:
+    """``git grep -z -n`` output as matches: paths hold no NUL, a line's text no newline."""
+    fields = decode(output).split("\x00")
+    prefix = f"{sha}:"
+    matches: list[GrepMatch] = []
+    head = fields[0] if fields else ""
+    for index in range(1, len(fields) - 1, 2):
+        number, rest = fields[index], fields[index + 1]
+        text, _, following = rest.partition("\n")
+        path = head.removeprefix(prefix)
+        if number.isdigit():
+            matches.append(GrepMatch(clean_line(path), int(number), clean_line(text[:GREP_TEXT_LIMIT])))
+            if len(matches) >= limit:
+                break
+        head = following
+    return matches
 
 
 def _walk(graph: _Graph, sha: str, prev: str) -> list[str]:

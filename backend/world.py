@@ -67,10 +67,12 @@ class World:
         return names
 
     def close(self) -> None:
+        """Close the deploy log and the repository's GitPython ``Repo`` objects (safe to call twice)."""
         if self._log is not None:
             self.history.cache = None
             self._log.close()
             self._log = None
+        self.history.close()
 
 
 def resolve_world(
@@ -91,7 +93,12 @@ def resolve_world(
     except FileNotFoundError:
         raise AndonError("the current directory no longer exists: cd to a clone, or use --repo") from None
     try:
-        history = History.discover(start)
+        # GIT_DIR (and GIT_WORK_TREE) in the environment name the repository, as they
+        # do for git, when no --repo is given: andon run from a git hook, or on a
+        # repository whose git directory lives elsewhere, reads that one. A --repo
+        # named on the command line wins over them (andon pointed at a clone from a
+        # hook of another repository must not read the hook's repository).
+        history = History.discover(start, honour_git_dir=repo is None)
     except GitError as error:
         if repo is not None:
             raise GitError(f"--repo {repo}: {error}".replace(" (use --repo)", "")) from None

@@ -468,3 +468,17 @@ def test_a_subject_spanning_lines_becomes_one_line(repo: Repo) -> None:
     sha = commit_message(repo, b"first line\nsecond line of the same paragraph\n\nbody\n")
     subject = History.discover(repo.path).commits(base, sha).commits[0].subject
     assert "\n" not in subject and subject.startswith("first line")
+
+
+def test_bidi_and_zero_width_characters_are_removed_from_commits(repo: Repo) -> None:
+    """Text that reads differently on screen than in git: no control character, so only a
+    test of the output for these characters too (bytes_need_cleaning) finds them."""
+    base = repo.commit("base")
+    sha = commit_message(repo, "fix \u202egnp.exe\u202c and \u200bhidden\ufeff\n".encode())
+    raw = raw_commit(repo, "Zero\u200dWidth <z@example.com>".encode(), "plain \u2066isolate\u2069\n".encode())
+    found = History.discover(repo.path)
+    for listing in (found.commits(base, raw).commits, found.pending("refs/heads/main", base).commits):
+        by_sha = {c.sha: c for c in listing}
+        assert by_sha[sha].subject == "fix gnp.exe and hidden"
+        assert by_sha[raw].subject == "plain isolate"
+        assert by_sha[raw].author == "ZeroWidth"
