@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -30,6 +31,9 @@ def range_json(found: Range, commit_json: dict[str, dict[str, Any]] | None = Non
     }
 
 
+_SPLICE = "\x00"  # where a deploy's commits go in `andon log --json`: encoded as below
+_SPLICED = '"\\u0000"'
+
 # Ranges not kept yet are worked out this many at a time: past ~1,000 git is asked for the
 # whole history once per batch, so fewer, bigger batches are faster; this bounds memory.
 COMPUTE_BATCH = 5000
@@ -39,23 +43,32 @@ def log_chunks(world: World, env: str | None = None, limit: int | None = None
                ) -> Iterator[list[tuple[Deploy, Range]]]:
     """Deploys newest first with the commits each shipped, a few hundred at a time.
 
-    Ranges not kept in the log yet (a log written by another tool) are worked out first,
-    in a few big batches (one git log each, and kept for next time); then the
-    deploys stream from the log with their kept ranges, so memory stays flat however
-    long the history.
+    One pass over the log, memory flat however long the history: each chunk's ranges
+    are read back from the log, where they were kept when each deploy was recorded. When
+    the first chunk finds some never worked out (a log another tool wrote), all of them
+    are worked out first, in a few big batches (one git log each, and kept for next
+    time), rather than chunk by chunk.
     """
-    if world.history.root is not None:  # without a repository there is nothing to work out
-        missing: list[tuple[str | None, str]] = []
-        for pairs in world.log.iter_pairs(env, limit=limit):
-            missing += world.log.uncached(pairs)
-            if len(missing) >= COMPUTE_BATCH:
-                world.history.ranges(missing)
-                missing = []
-        if missing:
-            world.history.ranges(missing)
-    for deploys in world.log.iter_deploys(env, limit=limit):
+    pages = world.log.iter_deploys(env, limit=limit)
+    first = next(pages, None)
+    if first is None:
+        return
+    if world.history.root is not None and world.log.uncached([(d.prev_sha, d.sha) for d in first]):
+        _work_out_missing(world, env, limit)
+    for deploys in itertools.chain([first], pages):
         ranges = world.history.ranges([(d.prev_sha, d.sha) for d in deploys])
         yield [(deploy, ranges[(deploy.prev_sha, deploy.sha)]) for deploy in deploys]
+
+
+def _work_out_missing(world: World, env: str | None, limit: int | None) -> None:
+    missing: list[tuple[str | None, str]] = []
+    for pairs in world.log.iter_pairs(env, limit=limit):
+        missing += world.log.uncached(pairs)
+        if len(missing) >= COMPUTE_BATCH:
+            world.history.ranges(missing)
+            missing = []
+    if missing:
+        world.history.ranges(missing)
 
 
 def log_entries(world: World, env: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
@@ -83,15 +96,20 @@ def iter_log_json(world: World, env: str | None = None, limit: int | None = None
     yield '{"deploys":['
     separator = ""
     for chunk in log_chunks(world, env, limit):
-        parts = []
+        entries = []
         for deploy, found in chunk:
             if deploy.damaged and damaged is not None:
                 damaged.append(deploy.damaged)  # the CLI names them on stderr
-            head = dumps(deploy.to_json(output=False))
-            tail = dumps({"commits_error": found.error, "commits_truncated": found.truncated,
-                          "first_deploy": found.first})
-            parts.append(f'{head[:-1]},"commits":{found.commits_json()},{tail[1:]}')
-        yield separator + ",".join(parts)
+            entry = deploy.to_json(output=False)
+            entry.update(commits=_SPLICE, commits_error=found.error, commits_truncated=found.truncated,
+                         first_deploy=found.first)
+            entries.append(entry)
+        # One encode per chunk; each placeholder then gives way to that deploy's commits.
+        # (Text from the log has no NUL, so the placeholder cannot occur otherwise.)
+        pieces = dumps(entries)[1:-1].split(_SPLICED)
+        text = pieces[0] + "".join(found.commits_json() + piece for (_, found), piece in zip(chunk, pieces[1:],
+                                                                                              strict=True))
+        yield separator + text
         separator = ","
     yield "]}"
 
