@@ -99,3 +99,30 @@ class Event(NamedTuple):
     deploy_id: int | None
     who: str
     detail: str
+
+
+# -- health ---------------------------------------------------------------------------
+# A check's state after one probe, and an environment's state from its checks' latest samples.
+UP = "up"
+DEGRADED = "degraded"
+DOWN = "down"
+CHECK_STATES = (UP, DEGRADED, DOWN)
+HEALTHY = "healthy"
+UNKNOWN = "unknown"
+ENV_STATES = (HEALTHY, DEGRADED, DOWN, UNKNOWN)  # "degraded" and "down" are shared with checks
+
+
+class HealthSample(NamedTuple):
+    """One probe of one health check: what andon saw, cleaned (the text came from a server)."""
+
+    env: str
+    check: str
+    at: str  # to_iso() time the probe started
+    state: str  # UP, DEGRADED or DOWN
+    status_code: int | None  # None when no response came
+    latency_ms: float | None  # the whole probe, body included; None when it never answered
+    version: str | None  # the running version it reported, if it reported one
+    error: str = ""  # one short line when DOWN (or why the version could not be read)
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self._asdict())
