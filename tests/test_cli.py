@@ -1049,3 +1049,17 @@ def test_log_json_is_written_in_pieces_as_the_log_is_read(repo: Repo, tmp_path: 
         assert json.loads("".join(pieces)) == {"deploys": log_entries(world)}
     finally:
         world.close()
+
+
+def test_recording_an_older_deploy_keeps_the_range_of_the_deploy_after_it(repo: Repo, history: dict[str, str]) -> None:
+    ok("record", "--env", "staging", "--sha", history["c3"], "--status", "succeeded",
+       "--at", "2025-03-03T12:00:00Z", cwd=repo.path)
+    ok("record", "--env", "staging", "--sha", history["c2"], "--status", "succeeded",
+       "--at", "2025-03-02T12:00:00Z", cwd=repo.path)
+    conn = sqlite3.connect(repo.path / ".git" / "andon" / "deploys.db")
+    kept = {(prev, sha) for prev, sha in conn.execute("SELECT prev_sha, sha FROM ranges")}
+    conn.close()
+    # c2..c3 is the newest deploy's range now, and it was worked out when c2 was recorded.
+    assert (history["c2"], history["c3"]) in kept
+    newest = deploys(repo.path)[0]
+    assert (newest["prev_sha"], [c["sha"] for c in newest["commits"]]) == (history["c2"], [history["c3"]])

@@ -22,7 +22,7 @@ from typing import Any, NoReturn
 from backend import AndonError
 from backend.config import check_environment_name
 from backend.history import FULL_SHA
-from backend.models import FINAL_STATUSES, from_iso, to_iso, when
+from backend.models import FINAL_STATUSES, SUCCEEDED, Deploy, from_iso, to_iso, when
 from backend.text import clean_line, short
 from backend.world import World, resolve_world
 
@@ -168,7 +168,12 @@ def cmd_record(args: argparse.Namespace) -> int:
         who = clean_line(args.by).strip() if args.by else world.who()
         recorded = world.log.record(args.env, sha, args.status, who=who or "unknown", at=at,
                                     trigger=args.trigger, reason=clean_line(args.reason))
-        world.keep_ranges([recorded])
+        later: list[Deploy] = []
+        if at is not None and recorded.status == SUCCEEDED:
+            # A deploy recorded in the past starts the range of the deploys after it:
+            # work those out now too, while their commits are surely in the clone.
+            later = [d for d in world.log.deploys(args.env) if (d.started_at, d.id) > (recorded.started_at, recorded.id)]
+        world.keep_ranges([recorded, *later])
     finally:
         world.close()
     _out(f"recorded deploy #{recorded.id}: {recorded.short_sha} to {recorded.env}, {recorded.status}")
