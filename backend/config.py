@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, NamedTuple
@@ -18,6 +18,9 @@ from backend import AndonError
 from backend.text import clean_line
 
 DEFAULT_TIMEOUT = 1800.0
+DEFAULT_HEALTH_INTERVAL = 5.0
+DEFAULT_HEALTH_TIMEOUT = 2.0
+DEFAULT_VERIFY_FAILURES = 3
 # \Z, not $: "$" also matches before a trailing newline, letting "prod\n" through.
 ENV_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}\Z")
 
@@ -29,11 +32,29 @@ class ConfigError(AndonError):
 # Immutable records as NamedTuples; why: backend/models.py.
 
 
+class HealthCheck(NamedTuple):
+    """One ``[[environments.NAME.health]]`` check, as configured (probed by backend/health.py)."""
+
+    name: str
+    url: str
+    interval: float = DEFAULT_HEALTH_INTERVAL  # seconds between probes
+    timeout: float = DEFAULT_HEALTH_TIMEOUT  # seconds for the whole probe, body included; <= interval
+    version: str | None = None  # a JSON key path ("build.sha") or "header:X-Version"
+    expect: tuple[int, ...] | None = None  # status codes that count as up; None: any 2xx
+    degraded_ms: float | None = None  # slower than this (and expected) is degraded; < timeout
+    # (header name, NAME of the environment variable holding its value), read when probing:
+    # the secret itself is never in the file, nor in this record.
+    headers: tuple[tuple[str, str], ...] = ()
+
+
 class Environment(NamedTuple):
     name: str
     deploy: tuple[str, ...] | None = None
     rollback: tuple[str, ...] | None = None
     timeout: float = DEFAULT_TIMEOUT
+    health: tuple[HealthCheck, ...] = ()
+    verify_seconds: float = 0.0  # after a deploy, watch its health this long (0: no verification)
+    verify_failures: int = DEFAULT_VERIFY_FAILURES  # failed rounds in a row that make it unhealthy
 
 
 class Config(NamedTuple):
@@ -48,7 +69,13 @@ class Config(NamedTuple):
 
 
 _TOP_KEYS = {"branch", "db", "environments"}
-_ENV_KEYS = {"deploy", "rollback", "timeout"}
+_ENV_KEYS = {"deploy", "health", "rollback", "timeout", "verify_failures", "verify_seconds"}
+_CHECK_KEYS = {"degraded_ms", "expect", "headers", "interval", "name", "timeout", "url", "version"}
+# An HTTP header name (RFC 9110 token) and an environment variable name (POSIX, portable).
+HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
+ENV_VAR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
+# A JSON key path: keys (or list indexes) joined by dots, no spaces or control characters.
+_JSON_PATH = re.compile(r"^[^.\s\x00-\x1f\x7f]+(\.[^.\s\x00-\x1f\x7f]+)*\Z")
 
 
 def _header(line: str) -> str | None:
@@ -57,9 +84,53 @@ def _header(line: str) -> str | None:
     return re.sub(r"[\s\"']", "", match.group(1)) if match else None
 
 
+def _array_header(line: str) -> str | None:
+    """The dotted name of a ``[[array.of.tables]]`` header line, else None."""
+    match = re.match(r"^\s*\[\[([^\[\]]+)\]\]\s*(#.*)?$", line)
+    return re.sub(r"[\s\"']", "", match.group(1)) if match else None
+
+
+def _line_in_array_table(lines: list[str], table: str, index: int, rest: str | None) -> int | None:
+    """The line of ``rest`` (its first key) in the ``index``-th ``[[table]]``, else that header's line."""
+    count = -1
+    for number, line in enumerate(lines):
+        if _array_header(line) != table:
+            continue
+        count += 1
+        if count != index:
+            continue
+        if rest is None:
+            return number + 1
+        first = rest.split(".")[0]
+        assign = re.compile(rf"^\s*[\"']?{re.escape(first)}[\"']?\s*=")
+        for inner_number, inner in enumerate(lines[number + 1:], number + 2):
+            if inner.lstrip().startswith("["):
+                # A sub-table of this element ([table.headers]) is where its keys are.
+                name = _header(inner)
+                if name == f"{table}.{first}":
+                    return inner_number
+                if name is None or not name.startswith(table + "."):
+                    break
+                continue
+            if assign.search(inner):
+                return inner_number
+        return number + 1  # a required key that is missing: point at its table
+    return None
+
+
 def _line_of(text: str, key: str) -> int | None:
-    """Best-effort line number of the dotted ``key`` in a TOML text (tomllib gives none)."""
+    """Best-effort line number of the dotted ``key`` in a TOML text (tomllib gives none).
+
+    A key inside an array of tables is written ``environments.prod.health[1].url``
+    (the second ``[[environments.prod.health]]``, counted from 0).
+    """
     lines = text.splitlines()
+    indexed = re.match(r"^(.*?)\[(\d+)\](?:\.(.*))?\Z", key)
+    if indexed:
+        found = _line_in_array_table(lines, indexed.group(1), int(indexed.group(2)), indexed.group(3))
+        if found:
+            return found
+        key = indexed.group(1)  # an inline array (health = [{...}]): the line of the array's key
     parent, _, last = key.rpartition(".")
     # Look inside the key's own table first: two environments may both set
     # ``timeout`` and the message must point at the one that is wrong.
@@ -96,6 +167,111 @@ def check_environment_name(name: str) -> str:
             f"environment name {name!r} is not allowed: use letters, digits, '.', '_' or '-'"
         )
     return name
+
+
+def _is_number(value: Any) -> bool:
+    # TOML has nan and inf: nan <= 0 is False, so finiteness is checked explicitly.
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def _seconds(value: float) -> str:
+    return f"{value:g}"
+
+
+def _url_problem(url: str) -> str | None:
+    """Why ``url`` cannot be probed, or None."""
+    from urllib.parse import urlsplit  # here: only a config with health checks pays its import
+    if any(char.isspace() or not char.isprintable() for char in url):
+        return "must be a URL without spaces or control characters"
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 -- raises ValueError for a port that is not a number in range
+    except ValueError:
+        return f"must be an http:// or https:// URL, not {_describe(url)}"
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        return f"must be an http:// or https:// URL, not {_describe(url)}"
+    if parts.username is not None or parts.password is not None:
+        # Secrets never live in the file: a token goes in headers, from an environment variable.
+        return "must not hold a user or password: send credentials with headers = { Authorization = \"VARIABLE\" }"
+    return None
+
+
+def _parse_check(raw: Any, key: str, taken: dict[str, int], index: int,
+                 fail: Callable[[str, str], ConfigError]) -> HealthCheck:
+    if not isinstance(raw, dict):
+        raise fail(key, "must be a table with name and url ([[environments.NAME.health]])")
+    for sub in raw:
+        if sub not in _CHECK_KEYS:
+            raise fail(f"{key}.{sub}", f"is not a known key (known: {', '.join(sorted(_CHECK_KEYS))})")
+    name = raw.get("name")
+    if name is None:
+        raise fail(key, "needs a name (name = \"api\")")
+    if not isinstance(name, str) or not ENV_NAME.match(name):
+        raise fail(f"{key}.name", f"must be a name of letters, digits, '.', '_' or '-', not {_describe(name)}")
+    if name in taken:
+        raise fail(f"{key}.name", f"{name!r} is already the name of health[{taken[name]}]: names must differ")
+    taken[name] = index
+    url = raw.get("url")
+    if url is None:
+        raise fail(key, "needs a url (url = \"https://example.com/healthz\")")
+    if not isinstance(url, str):
+        raise fail(f"{key}.url", f"must be an http:// or https:// URL, not {_describe(url)}")
+    problem = _url_problem(url)
+    if problem:
+        raise fail(f"{key}.url", problem)
+    interval = raw.get("interval", DEFAULT_HEALTH_INTERVAL)
+    if not _is_number(interval) or interval <= 0:
+        raise fail(f"{key}.interval", f"must be a positive number of seconds, not {_describe(interval)}")
+    timeout = raw.get("timeout", DEFAULT_HEALTH_TIMEOUT)
+    if not _is_number(timeout) or timeout <= 0:
+        raise fail(f"{key}.timeout", f"must be a positive number of seconds, not {_describe(timeout)}")
+    if timeout > interval:
+        # A probe still running when the next is due would overlap it: one at a time per check.
+        raise fail(f"{key}.timeout", f"must not be longer than the interval ({_seconds(interval)} s), "
+                                     f"not {_describe(timeout)}")
+    version = raw.get("version")
+    if version is not None:
+        header = version[len("header:"):] if isinstance(version, str) and version.startswith("header:") else None
+        if not isinstance(version, str) or (
+            not HEADER_NAME.match(header) if header is not None else not _JSON_PATH.match(version)
+        ):
+            raise fail(f"{key}.version", 'must be a JSON key path like "build.sha" or a header like '
+                                         f'"header:X-Version", not {_describe(version)}')
+    expect = raw.get("expect")
+    if expect is not None:
+        if (not isinstance(expect, list) or not expect
+                or not all(isinstance(code, int) and not isinstance(code, bool) and 100 <= code <= 599
+                           for code in expect)):
+            raise fail(f"{key}.expect", f"must be a list of HTTP status codes (100-599) like [200, 204], "
+                                        f"not {_describe(expect)}")
+        expect = tuple(dict.fromkeys(expect))
+    degraded_ms = raw.get("degraded_ms")
+    if degraded_ms is not None:
+        if not _is_number(degraded_ms) or degraded_ms <= 0:
+            raise fail(f"{key}.degraded_ms", f"must be a positive number of milliseconds, not {_describe(degraded_ms)}")
+        if degraded_ms >= timeout * 1000:
+            # A probe slower than the timeout is down, so such a check could never be degraded.
+            raise fail(f"{key}.degraded_ms", f"must be less than the timeout ({_seconds(timeout * 1000)} ms), "
+                                             f"not {_describe(degraded_ms)}")
+    raw_headers = raw.get("headers", {})
+    if not isinstance(raw_headers, dict):
+        raise fail(f"{key}.headers", 'must be a table of header names and environment variable names, '
+                                     'like { Authorization = "HEALTH_TOKEN" }')
+    headers: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    for header, variable in raw_headers.items():
+        if not HEADER_NAME.match(header):
+            raise fail(f"{key}.headers", f"has a header name that is not allowed: {_describe(header)}")
+        if header.lower() in seen:
+            raise fail(f"{key}.headers", f"names the header {header!r} twice")
+        seen.add(header.lower())
+        if not isinstance(variable, str) or not ENV_VAR_NAME.match(variable):
+            # Never echo the value: it may be the secret itself, pasted by mistake.
+            raise fail(f"{key}.headers", f"{header} must be the NAME of an environment variable that holds "
+                                         "the value (letters, digits, '_'), not the value itself")
+        headers.append((header, variable))
+    return HealthCheck(name, url, float(interval), float(timeout), version, expect,
+                       None if degraded_ms is None else float(degraded_ms), tuple(headers))
 
 
 def parse(data: dict[str, Any], path: Path, text: str, prefix: str = "") -> Config:
@@ -143,12 +319,25 @@ def parse(data: dict[str, Any], path: Path, text: str, prefix: str = "") -> Conf
                 )
             actions[action] = tuple(value)
         timeout = raw.get("timeout", DEFAULT_TIMEOUT)
-        # TOML has nan and inf: nan <= 0 is False, so check finiteness explicitly.
-        if (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
-                or not math.isfinite(timeout) or timeout <= 0):
+        if not _is_number(timeout) or timeout <= 0:
             raise fail(f"{key}.timeout", f"must be a positive number of seconds, not {_describe(timeout)}")
+        verify_seconds = raw.get("verify_seconds", 0)
+        if not _is_number(verify_seconds) or verify_seconds < 0:
+            raise fail(f"{key}.verify_seconds",
+                       f"must be a number of seconds (0: no verification), not {_describe(verify_seconds)}")
+        verify_failures = raw.get("verify_failures", DEFAULT_VERIFY_FAILURES)
+        if isinstance(verify_failures, bool) or not isinstance(verify_failures, int) or verify_failures < 1:
+            raise fail(f"{key}.verify_failures",
+                       f"must be a whole number of rounds, 1 or more, not {_describe(verify_failures)}")
+        raw_health = raw.get("health", [])
+        if not isinstance(raw_health, list):
+            raise fail(f"{key}.health", f"must be a list of checks ([[{key}.health]]), not {_describe(raw_health)}")
+        taken: dict[str, int] = {}
+        health = tuple(_parse_check(check, f"{key}.health[{index}]", taken, index, fail)
+                       for index, check in enumerate(raw_health))
         environments[name] = Environment(
-            name, actions["deploy"], actions["rollback"], float(timeout)
+            name, actions["deploy"], actions["rollback"], float(timeout),
+            health, float(verify_seconds), verify_failures,
         )
     return Config(branch=branch, db=db, environments=environments, source=path)
 

@@ -12,6 +12,7 @@ from backend.config import (
     Config,
     ConfigError,
     Environment,
+    HealthCheck,
     check_environment_name,
     find,
     load,
@@ -139,7 +140,7 @@ def test_unknown_key_inside_an_environment_names_the_full_key(tmp_path: Path) ->
     path = write(tmp_path, '[environments.prod]\ndeploy = ["x"]\ntimout = 5\n')
     message = config_error(path)
     assert message.startswith("andon.toml:3: environments.prod.timout is not a known key")
-    assert "deploy, rollback, timeout" in message
+    assert message.endswith("(known: deploy, health, rollback, timeout, verify_failures, verify_seconds)")
 
 
 @pytest.mark.parametrize(
@@ -278,3 +279,219 @@ def test_bad_environment_names_are_refused_on_one_line(name: str) -> None:
     with pytest.raises(ConfigError) as caught:
         check_environment_name(name)
     assert "\n" not in str(caught.value) and "\x1b" not in str(caught.value)
+
+
+# -- health checks and verification ----------------------------------------------------------
+
+HEALTH = """\
+[environments.production]
+deploy = ["./deploy.sh", "{sha}"]
+verify_seconds = 60
+verify_failures = 2
+
+[[environments.production.health]]
+name = "api"
+url = "https://api.example.com/healthz"
+interval = 10
+timeout = 3.5
+version = "build.sha"
+expect = [200, 204, 200]
+degraded_ms = 800
+headers = { Authorization = "HEALTH_TOKEN", "X-Api-Key" = "API_KEY" }
+
+[[environments.production.health]]
+name = "web"
+url = "http://127.0.0.1:8080/"
+version = "header:X-Version"
+"""
+
+
+def test_health_checks_and_verification_load(tmp_path: Path) -> None:
+    production = load_file(write(tmp_path, HEALTH)).environments["production"]
+    assert (production.verify_seconds, production.verify_failures) == (60.0, 2)
+    assert production.timeout == DEFAULT_TIMEOUT  # the positional fields keep their meaning
+    api, web = production.health
+    assert api == HealthCheck(
+        "api", "https://api.example.com/healthz", 10.0, 3.5, "build.sha", (200, 204), 800.0,
+        (("Authorization", "HEALTH_TOKEN"), ("X-Api-Key", "API_KEY")),
+    )
+    assert web == HealthCheck("web", "http://127.0.0.1:8080/", version="header:X-Version")
+    assert (web.interval, web.timeout, web.expect, web.degraded_ms, web.headers) == (5.0, 2.0, None, None, ())
+
+
+def test_health_and_verification_defaults(tmp_path: Path) -> None:
+    config = load_file(write(tmp_path, '[environments.prod]\ndeploy = ["x"]\n'))
+    prod = config.environments["prod"]
+    assert (prod.health, prod.verify_seconds, prod.verify_failures) == ((), 0.0, 3)
+    assert Environment("qa", None, None, 5.0) == Environment("qa", timeout=5.0)  # the old positional form
+
+
+def test_health_checks_as_an_inline_array_and_in_pyproject(tmp_path: Path) -> None:
+    write(tmp_path, '[tool.andon.environments.prod]\n'
+                    'health = [{ name = "a", url = "http://a/" }, { name = "b", url = "https://b:8443/x?y=1" }]\n',
+          "pyproject.toml")
+    checks = load(tmp_path).environments["prod"].health
+    assert [(c.name, c.url) for c in checks] == [("a", "http://a/"), ("b", "https://b:8443/x?y=1")]
+
+
+def test_secrets_are_not_in_the_loaded_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A header holds the variable's name; its value is read when probing, not at load."""
+    monkeypatch.setenv("HEALTH_TOKEN", "Bearer s3cret")
+    config = load_file(write(tmp_path, HEALTH))
+    assert "s3cret" not in repr(config)
+    monkeypatch.delenv("HEALTH_TOKEN")
+    assert load_file(write(tmp_path, HEALTH)) == config  # a missing variable is no load error
+
+
+@pytest.mark.parametrize(
+    ("line", "error"),
+    [
+        ("verify_seconds = -1", "verify_seconds must be a number of seconds (0: no verification), not -1"),
+        ("verify_seconds = 'soon'", "verify_seconds must be a number of seconds (0: no verification), not 'soon'"),
+        ("verify_seconds = nan", "verify_seconds must be a number of seconds (0: no verification), not nan"),
+        ("verify_seconds = true", "verify_seconds must be a number of seconds (0: no verification), not True"),
+        ("verify_failures = 0", "verify_failures must be a whole number of rounds, 1 or more, not 0"),
+        ("verify_failures = 2.5", "verify_failures must be a whole number of rounds, 1 or more, not 2.5"),
+        ("verify_failures = true", "verify_failures must be a whole number of rounds, 1 or more, not True"),
+        ("health = 3", "health must be a list of checks ([[environments.prod.health]]), not 3"),
+        ("health = { name = 'a' }", "health must be a list of checks ([[environments.prod.health]]), not {'name': 'a'}"),
+    ],
+)
+def test_verification_and_health_list_errors(tmp_path: Path, line: str, error: str) -> None:
+    path = write(tmp_path, f'[environments.prod]\ndeploy = ["x"]\n{line}\n')
+    assert config_error(path) == f"andon.toml:3: environments.prod.{error}"
+
+
+def test_verify_seconds_zero_is_no_verification(tmp_path: Path) -> None:
+    config = load_file(write(tmp_path, "[environments.prod]\nverify_seconds = 0\nverify_failures = 1\n"))
+    assert (config.environments["prod"].verify_seconds, config.environments["prod"].verify_failures) == (0.0, 1)
+
+
+CHECK = '[environments.prod]\ndeploy = ["x"]\n\n[[environments.prod.health]]\nname = "api"\nurl = "http://a/"\n'
+
+
+@pytest.mark.parametrize(
+    ("line", "key", "error"),
+    [
+        ("interval = 0", "interval", "must be a positive number of seconds, not 0"),
+        ("interval = 'fast'", "interval", "must be a positive number of seconds, not 'fast'"),
+        ("interval = inf", "interval", "must be a positive number of seconds, not inf"),
+        ("timeout = -1", "timeout", "must be a positive number of seconds, not -1"),
+        ("timeout = false", "timeout", "must be a positive number of seconds, not False"),
+        ("timeout = 6", "timeout", "must not be longer than the interval (5 s), not 6"),
+        ("version = ''", "version", 'must be a JSON key path like "build.sha" or a header like "header:X-Version", not \'\''),
+        ("version = 'build..sha'", "version", 'must be a JSON key path like "build.sha" or a header like "header:X-Version", not \'build..sha\''),
+        ("version = 'build sha'", "version", 'must be a JSON key path like "build.sha" or a header like "header:X-Version", not \'build sha\''),
+        ("version = 'header:'", "version", 'must be a JSON key path like "build.sha" or a header like "header:X-Version", not \'header:\''),
+        ("version = 'header:X Version'", "version", 'must be a JSON key path like "build.sha" or a header like "header:X-Version", not \'header:X Version\''),
+        ("version = 7", "version", 'must be a JSON key path like "build.sha" or a header like "header:X-Version", not 7'),
+        ("expect = 200", "expect", "must be a list of HTTP status codes (100-599) like [200, 204], not 200"),
+        ("expect = []", "expect", "must be a list of HTTP status codes (100-599) like [200, 204], not []"),
+        ("expect = [200, 600]", "expect", "must be a list of HTTP status codes (100-599) like [200, 204], not [200, 600]"),
+        ("expect = [99]", "expect", "must be a list of HTTP status codes (100-599) like [200, 204], not [99]"),
+        ("expect = ['200']", "expect", "must be a list of HTTP status codes (100-599) like [200, 204], not ['200']"),
+        ("expect = [true]", "expect", "must be a list of HTTP status codes (100-599) like [200, 204], not [True]"),
+        ("degraded_ms = 0", "degraded_ms", "must be a positive number of milliseconds, not 0"),
+        ("degraded_ms = '800'", "degraded_ms", "must be a positive number of milliseconds, not '800'"),
+        ("degraded_ms = 2000", "degraded_ms", "must be less than the timeout (2000 ms), not 2000"),
+        ("headers = 'HEALTH_TOKEN'", "headers",
+         'must be a table of header names and environment variable names, like { Authorization = "HEALTH_TOKEN" }'),
+        ("headers = { 'Bad Header' = 'X' }", "headers", "has a header name that is not allowed: 'Bad Header'"),
+        ("headers = { Authorization = 'A', authorization = 'B' }", "headers", "names the header 'authorization' twice"),
+        ("headers = { Authorization = 3 }", "headers",
+         "Authorization must be the NAME of an environment variable that holds the value (letters, digits, '_'), "
+         "not the value itself"),
+        ("url = 'ftp://a/'", "url", "must be an http:// or https:// URL, not 'ftp://a/'"),
+        ("url = 'api.example.com/healthz'", "url", "must be an http:// or https:// URL, not 'api.example.com/healthz'"),
+        ("url = 'http:///healthz'", "url", "must be an http:// or https:// URL, not 'http:///healthz'"),
+        ("url = 'http://a:99999/'", "url", "must be an http:// or https:// URL, not 'http://a:99999/'"),
+        ("url = 'http://a/ b'", "url", "must be a URL without spaces or control characters"),
+        ("url = 3", "url", "must be an http:// or https:// URL, not 3"),
+        ("url = 'https://user:pw@a/'", "url",
+         'must not hold a user or password: send credentials with headers = { Authorization = "VARIABLE" }'),
+        ("name = 'a b'", "name", "must be a name of letters, digits, '.', '_' or '-', not 'a b'"),
+        ("name = 5", "name", "must be a name of letters, digits, '.', '_' or '-', not 5"),
+        ("colour = 'red'", "colour",
+         "is not a known key (known: degraded_ms, expect, headers, interval, name, timeout, url, version)"),
+    ],
+)
+def test_each_health_check_key_is_checked(tmp_path: Path, line: str, key: str, error: str) -> None:
+    # The line replaces the check's own name or url when it sets one of those.
+    text = CHECK
+    if line.startswith(("name ", "url ")):
+        text = "\n".join(old for old in CHECK.splitlines() if not old.startswith(line.split()[0] + " ")) + "\n"
+    path = write(tmp_path, text + line + "\n")
+    line_number = len(text.splitlines()) + 1
+    assert config_error(path) == f"andon.toml:{line_number}: environments.prod.health[0].{key} {error}"
+
+
+def test_a_bearer_token_pasted_as_a_header_value_is_not_echoed(tmp_path: Path) -> None:
+    path = write(tmp_path, CHECK + "headers = { Authorization = 'Bearer s3cret-token' }\n")
+    message = config_error(path)
+    assert "s3cret" not in message
+    assert message.startswith("andon.toml:7: environments.prod.health[0].headers Authorization must be the NAME")
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        ('[[environments.prod.health]]\nurl = "http://a/"\n',
+         'andon.toml:1: environments.prod.health[0] needs a name (name = "api")'),
+        ('[[environments.prod.health]]\nname = "api"\n',
+         'andon.toml:1: environments.prod.health[0] needs a url (url = "https://example.com/healthz")'),
+        ("[environments.prod]\nhealth = [3]\n",
+         "andon.toml:2: environments.prod.health[0] must be a table with name and url ([[environments.NAME.health]])"),
+    ],
+)
+def test_a_check_needs_a_name_and_a_url(tmp_path: Path, text: str, error: str) -> None:
+    assert config_error(write(tmp_path, text)) == error
+
+
+def test_check_names_are_unique_within_an_environment(tmp_path: Path) -> None:
+    text = (CHECK + '\n[[environments.prod.health]]\nname = "web"\nurl = "http://b/"\n'
+            '\n[[environments.prod.health]]\nname = "api"\nurl = "http://c/"\n'
+            '\n[[environments.staging.health]]\nname = "api"\nurl = "http://d/"\n')  # another env may reuse it
+    assert config_error(write(tmp_path, text)) == (
+        "andon.toml:13: environments.prod.health[2].name 'api' is already the name of health[0]: names must differ"
+    )
+    fine = text.replace('name = "api"\nurl = "http://c/"', 'name = "db"\nurl = "http://c/"')
+    config = load_file(write(tmp_path, fine))
+    assert [c.name for c in config.environments["prod"].health] == ["api", "web", "db"]
+    assert [c.name for c in config.environments["staging"].health] == ["api"]
+
+
+def test_the_error_points_at_the_check_that_is_wrong(tmp_path: Path) -> None:
+    """Two checks set timeout: the line is the second check's, in the second environment."""
+    text = ('[[environments.staging.health]]\nname = "api"\nurl = "http://a/"\ntimeout = 1\n\n'
+            '[[environments.prod.health]]\nname = "api"\nurl = "http://a/"\ntimeout = 1\n\n'
+            '[[environments.prod.health]]\nname = "web"\nurl = "http://b/"\ntimeout = 0\n')
+    assert config_error(write(tmp_path, text)) == (
+        "andon.toml:14: environments.prod.health[1].timeout must be a positive number of seconds, not 0"
+    )
+
+
+def test_headers_written_as_a_sub_table_point_at_it(tmp_path: Path) -> None:
+    text = CHECK + "\n[environments.prod.health.headers]\nAuthorization = 'not a name'\n"
+    assert config_error(write(tmp_path, text)).startswith(
+        "andon.toml:8: environments.prod.health[0].headers Authorization must be the NAME")
+
+
+def test_pyproject_health_errors_say_tool_andon(tmp_path: Path) -> None:
+    path = write(tmp_path, '[[tool.andon.environments.prod.health]]\nname = "api"\nurl = "gopher://a/"\n',
+                 "pyproject.toml")
+    assert config_error(path) == (
+        "pyproject.toml:3: tool.andon.environments.prod.health[0].url must be an http:// or https:// URL, "
+        "not 'gopher://a/'"
+    )
+
+
+def test_an_inline_health_array_error_points_at_the_array(tmp_path: Path) -> None:
+    path = write(tmp_path, '[environments.prod]\ndeploy = ["x"]\nhealth = [{ name = "a", url = "http://a/", x = 1 }]\n')
+    assert config_error(path).startswith("andon.toml:3: environments.prod.health[0].x is not a known key")
+
+
+def test_a_url_with_an_escape_sequence_gives_one_line(tmp_path: Path) -> None:
+    path = write(tmp_path, CHECK.replace('url = "http://a/"', 'url = "http://a/\\u001b[2J"'))
+    assert config_error(path) == (
+        "andon.toml:6: environments.prod.health[0].url must be a URL without spaces or control characters"
+    )
