@@ -18,6 +18,7 @@ of (kind, environment) pairs; what each kind means to the screen is decided ther
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -25,12 +26,15 @@ from textual.message import Message
 
 from backend import AndonError
 from backend.history import Range
-from backend.models import Deploy
+from backend.models import DEGRADED, DOWN, HEALTHY, UNKNOWN, Deploy, HealthSample
 from backend.world import World
 from tui.first_screen import PAGE, load_first_screen
 
 if TYPE_CHECKING:
+    from backend.config import HealthCheck
     from backend.store import Changes
+
+HEALTH_WINDOW = 60  # samples per check shown (and read): the sparkline and the availability
 
 
 class EnvironmentsLoaded(Message):
@@ -97,6 +101,53 @@ class EventsArrived(Message):
         self.changes = changes
 
 
+class CheckHealth:
+    """One check of the shown environment, as the health panel draws it.
+
+    ``samples``: the newest HEALTH_WINDOW, oldest first. ``drift``: how the newest
+    reported version stands to the live SHA (backend.health.version_drift: "match",
+    "behind", "drift", "unknown"; None when there is nothing to compare).
+    """
+
+    __slots__ = ("name", "samples", "drift")
+
+    def __init__(self, name: str, samples: list[HealthSample], drift: str | None = None) -> None:
+        self.name = name
+        self.samples = samples
+        self.drift = drift
+
+
+class HealthView:
+    """The shown environment's health: its checks (the configured ones in their order,
+    then any others found in the log), its state (healthy, degraded, down, unknown) and
+    since when, the live SHA they are compared with, or why the log could not be read."""
+
+    __slots__ = ("env", "checks", "state", "since", "live_sha", "error")
+
+    def __init__(self, env: str, checks: list[CheckHealth], state: str, since: str | None,
+                 live_sha: str | None, error: str = "") -> None:
+        self.env = env
+        self.checks = checks
+        self.state = state
+        self.since = since
+        self.live_sha = live_sha
+        self.error = error
+
+
+class HealthLoaded(Message):
+    """Health as just read: the shown environment's (``view``), every environment's state
+    for the environment bar (``states``: only those with checks or a recorded state), and
+    ``news``: one line for each environment whose recorded state changed since the last read
+    ("production is down: api timed out after 2s"), with its new state."""
+
+    def __init__(self, view: HealthView | None, states: dict[str, str],
+                 news: list[tuple[str, str, str]]) -> None:
+        super().__init__()
+        self.view = view
+        self.states = states
+        self.news = news
+
+
 class Loader:
     """The screen's reading: the blocking half of its workers, and the marks they share.
 
@@ -109,6 +160,9 @@ class Loader:
         self.generation = 0
         self.version: int | None = None  # SQLite's data_version when last looked
         self.last_event: int | None = None  # the newest event id seen; None until the first read
+        self._health_seen: dict[str, tuple[str, str]] | None = None  # recorded states at the last read
+        self._health_lock = threading.Lock()
+        self._drift: dict[tuple[str, str], str | None] = {}  # (version, live sha) -> drift: git asked once
 
     # -- generations -------------------------------------------------------------------
 
@@ -177,6 +231,85 @@ class Loader:
         except AndonError as error:
             self.post(LoadFailed(str(error)))
 
+    def health(self, env: str | None, live_sha: str | None) -> None:
+        """Post :class:`HealthLoaded`: the newest samples of ``env``'s checks and every
+        environment's state (a few indexed reads; the deploys are not touched)."""
+        config = self.world.config
+        try:
+            recorded = self.world.log.health_states()
+            states: dict[str, str] = {name: state for name, (state, _) in recorded.items()}
+            latest: dict[str, dict[str, HealthSample]] = {}
+            for name, environment in config.environments.items():
+                if environment.health and name != env:
+                    newest = self.world.log.health_samples(name, per_check=1)
+                    latest[name] = {check: samples[-1] for check, samples in newest.items() if samples}
+                    states[name] = self._state(environment.health, latest[name])
+            view = None
+            if env is not None:
+                view = self._view(env, live_sha, recorded.get(env))
+                if view.checks or config.environment(env).health:
+                    states[env] = view.state
+                latest[env] = {check.name: check.samples[-1] for check in view.checks if check.samples}
+        except AndonError as error:
+            view = None if env is None else HealthView(env, [], UNKNOWN, None, live_sha, str(error))
+            self.post(HealthLoaded(view, {}, []))
+            return
+        self.post(HealthLoaded(view, states, self._news(recorded, latest)))
+
+    def _view(self, env: str, live_sha: str | None, recorded: tuple[str, str] | None) -> HealthView:
+        checks = self.world.config.environment(env).health
+        samples = self.world.log.health_samples(env, per_check=HEALTH_WINDOW)
+        names = [check.name for check in checks] + [name for name in samples if name not in {c.name for c in checks}]
+        found = [CheckHealth(name, samples.get(name, [])) for name in names]
+        for check in found:
+            check.drift = self._drift_of(check.samples, live_sha)
+        newest = {check.name: check.samples[-1] for check in found if check.samples}
+        state = self._state(checks, newest) if checks else (recorded[0] if recorded else UNKNOWN)
+        since = recorded[1] if recorded and recorded[0] == state else None
+        return HealthView(env, found, state, since, live_sha)
+
+    def _state(self, checks: tuple[HealthCheck, ...], latest: dict[str, HealthSample]) -> str:
+        """The environment's state now: from its checks' newest samples (old ones are unknown)."""
+        from backend.health import environment_state
+
+        return environment_state(latest, checks, self.world.clock())
+
+    def _drift_of(self, samples: list[HealthSample], live_sha: str | None) -> str | None:
+        """How the newest reported version stands to the live SHA (git asked once per pair)."""
+        version = samples[-1].version if samples else None
+        if version is None or live_sha is None:
+            return None
+        key = (version, live_sha)
+        if key not in self._drift:
+            from backend.health import version_drift
+
+            if len(self._drift) > 256:
+                self._drift.clear()
+            history = self.world.history
+            self._drift[key] = version_drift(version, live_sha, lambda a, d: history.contains([(a, d)])[(a, d)])
+        return self._drift[key]
+
+    def _news(self, recorded: dict[str, tuple[str, str]],
+              latest: dict[str, dict[str, HealthSample]]) -> list[tuple[str, str, str]]:
+        """A line for each environment whose recorded state changed since the last read."""
+        with self._health_lock:
+            before, self._health_seen = self._health_seen, recorded
+        if before is None:  # the states found when the dashboard opened are not news
+            return []
+        news = []
+        for env, (state, _since) in recorded.items():
+            previous = before.get(env, (None, None))[0]
+            if previous != state:
+                news.append((env, state, health_news(env, state, latest.get(env) or self._newest(env), previous)))
+        return news
+
+    def _newest(self, env: str) -> dict[str, HealthSample]:
+        try:
+            found = self.world.log.health_samples(env, per_check=1)
+        except AndonError:
+            return {}
+        return {check: samples[-1] for check, samples in found.items() if samples}
+
     # -- change detection ------------------------------------------------------------------
 
     def poll(self) -> None:
@@ -196,3 +329,14 @@ class Loader:
         self.version, self.last_event = version, changes.last
         if changes.kinds:
             self.post(EventsArrived(changes))
+
+
+def health_news(env: str, state: str, latest: dict[str, HealthSample], previous: str | None = None) -> str:
+    """What a toast says when ``env``'s health changes: "production is down: api timed out after 2s"."""
+    if state == HEALTHY:
+        return f"{env} is healthy again" if previous in (DEGRADED, DOWN) else f"{env} is healthy"
+    if state == UNKNOWN:
+        return f"{env}'s health is unknown: no recent probes"
+    worst = [s for s in latest.values() if s.state == DOWN] or [s for s in latest.values() if s.state == DEGRADED]
+    reasons = [f"{s.check} {s.error}" if s.error else s.check for s in worst[:2]]
+    return f"{env} is {state}" + (f": {'; '.join(reasons)}" if reasons else "")

@@ -5,9 +5,19 @@ The screen composes the widgets and answers keys; what it shows is read by a
 past tense (``DeploysLoaded``), dropped if the user has moved on meanwhile. A poller
 asks twice a second whether anyone else wrote to the log and, if so, which events:
 only a deploy to the shown environment reloads the list.
+
+Health: the panel (:class:`~tui.widgets.health.HealthPanel`) is mounted after the first
+frame. Its samples are read in a thread worker every probe interval (a sample write
+writes no event and reloads nothing else); a ``health.changed`` event reads them at once
+and the change is a toast. When checks are configured the screen also runs a
+:class:`~backend.watcher.HealthWatcher` round in an async worker whenever one is due: it
+probes only the environments whose lease it holds, so a dashboard probes only when
+nothing else (``andon watch``, another dashboard) does.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
 
 from textual import on, work
 from textual.app import ComposeResult
@@ -27,6 +37,7 @@ from tui.loading import (
     DeploysLoaded,
     EnvironmentsLoaded,
     EventsArrived,
+    HealthLoaded,
     Loader,
     LoadFailed,
     OutputLoaded,
@@ -41,7 +52,14 @@ from tui.widgets.envbar import EnvBar
 from tui.widgets.keybar import KeyBar
 from tui.widgets.rowlist import RowList
 
+if TYPE_CHECKING:
+    from backend.watcher import HealthWatcher
+    from tui.widgets.health import HealthPanel
+
 DEPLOY_EVENT = "deploy."  # deploy.started, .finished, .recorded, .imported
+HEALTH_EVENT = "health.changed"
+SEVERITY: dict[str, Literal["information", "warning", "error"]] = {
+    "down": "error", "degraded": "warning", "unknown": "warning", "healthy": "information"}
 
 
 class MainScreen(Screen[None]):
@@ -67,6 +85,10 @@ class MainScreen(Screen[None]):
         self.ranges: dict[tuple[str | None, str], Range] = {}
         self.selected: Deploy | None = None
         self._loading_more = False
+        self.watcher: HealthWatcher | None = None
+        # Health is read this often (the shortest interval of any configured check).
+        intervals = [check.interval for e in world.config.environments.values() for check in e.health]
+        self.health_interval = max(0.5, min(intervals)) if intervals else None
 
     # -- layout ------------------------------------------------------------------------
 
@@ -98,6 +120,11 @@ class MainScreen(Screen[None]):
         else:
             self.show_first_screen(self.first)
         self.set_interval(self.poll_interval, self.poll)
+        self.call_after_refresh(self.start_health)
+
+    def on_unmount(self) -> None:
+        if self.watcher is not None:
+            self.watcher.close()  # frees its leases now: another andon takes over at its next round
 
     @property
     def colours(self) -> dict[str, str]:
@@ -138,6 +165,56 @@ class MainScreen(Screen[None]):
     @work(thread=True, exclusive=True, group="poll", exit_on_error=False)
     def poll(self) -> None:
         self.loader.poll()
+
+    @work(thread=True, exclusive=True, group="health", exit_on_error=False)
+    def load_health(self) -> None:
+        self.loader.health(self.env, self.live.sha if self.live else None)
+
+    @work(group="probe", exit_on_error=False)
+    async def probe(self) -> None:
+        """One round of the watcher (a no-op for environments someone else probes), then the next."""
+        from backend import AndonError
+
+        watcher = self.watcher
+        if watcher is None:
+            return
+        try:
+            await watcher.round()
+        except AndonError as error:  # the log busy for longer than its timeout, say: next round
+            self.log.warning(f"health round: {error}")
+        if watcher.held:
+            self.load_health()  # what this dashboard just probed, without waiting for the next read
+        self.set_timer(max(0.1, watcher.seconds_until_due()), self.probe)
+
+    async def start_health(self) -> None:
+        """After the first frame: the health panel, its reads and (when checks are configured) probing."""
+        from tui.widgets.health import HealthPanel
+
+        await self.mount(HealthPanel(self.world.clock, id="health"), before=self.query_one("#pending"))
+        self.load_health()
+        if self.health_interval is not None:
+            self.set_interval(self.health_interval, self.load_health)
+            self.start_watcher()
+
+    @work(group="probe-start", exit_on_error=False)
+    async def start_watcher(self) -> None:
+        import asyncio
+
+        def prepare() -> HealthWatcher:
+            # httpx, the prober and its TLS context (the CA bundle: ~60 ms) are made ready
+            # here, in a thread, so the first round does not do it on the event loop.
+            from backend.health import _tls_context
+            from backend.watcher import HealthWatcher
+
+            _tls_context()
+
+            return HealthWatcher(self.world)
+
+        self.watcher = await asyncio.to_thread(prepare)
+        if not self.is_mounted:
+            self.watcher.close()
+            return
+        self.probe()
 
     def show_first_screen(self, first: FirstScreen) -> None:
         """Fill the screen from data read before it existed; git's part follows in a worker."""
@@ -183,7 +260,10 @@ class MainScreen(Screen[None]):
                 self._loading_more = False
             return
         self.total = message.total
+        live_changed = (self.live.sha if self.live else None) != (message.live.sha if message.live else None)
         self.live = message.live
+        if live_changed and self.health_panel is not None:
+            self.load_health()  # the drift is worked out against the live SHA
         self._loading_more = False
         self.query_one("#problem").display = False  # whatever went wrong before is over
         if message.append:
@@ -226,10 +306,27 @@ class MainScreen(Screen[None]):
     async def on_output_loaded(self, message: OutputLoaded) -> None:
         await self.detail.show_output(message.deploy)
 
+    async def on_health_loaded(self, message: HealthLoaded) -> None:
+        self.query_one(EnvBar).set_health(message.states)
+        for _env, state, text in message.news:
+            severity = SEVERITY.get(state, "information")
+            self.notify(text, title="Health", severity=severity, markup=False)
+        panel = self.health_panel
+        if panel is not None and message.view is not None and message.view.env == self.env:
+            await panel.show(message.view)
+
+    @property
+    def health_panel(self) -> HealthPanel | None:
+        found = self.query("#health")
+        return found.first() if found else None  # type: ignore[return-value]
+
     def on_events_arrived(self, message: EventsArrived) -> None:
         """Other programs wrote to the log. A deploy to the shown environment reloads the
-        list; a deploy to one not in the bar adds it. Other kinds (``line.stopped``,
-        ``health.changed``) are for the panels that will show them: hand them on here."""
+        list; a deploy to one not in the bar adds it; a change of health reads the health
+        again now (the panel, the marks in the bar, a toast). Other kinds (``line.stopped``)
+        are for the panels that will show them: hand them on here."""
+        if any(kind == HEALTH_EVENT for kind, _ in message.changes.kinds) and self.health_panel is not None:
+            self.load_health()
         deployed = {env for kind, env in message.changes.kinds if kind.startswith(DEPLOY_EVENT)}
         if self.env is None and deployed:  # the very first deploy: show its environment
             self.reload()
@@ -326,6 +423,8 @@ class MainScreen(Screen[None]):
         self._show_selected()
         self._update_titles()
         self.load_deploys(env, PAGE, generation)
+        if self.health_panel is not None:
+            self.load_health()
 
     @on(RowList.RowHighlighted, "#deploys")
     def _deploy_highlighted(self, event: RowList.RowHighlighted) -> None:

@@ -5,6 +5,10 @@ widget per tab, an animated underline) and cost about 12 ms of the dashboard's f
 frame; this is one widget that draws two lines of segments. It takes no focus: `[`
 and `]` (and the command palette) switch environments, a click chooses one. Names
 come from the deploy log: they are drawn as plain segments, never read as markup.
+
+Each environment with health checks has its health before its name, as a mark that
+reads without colour too (● healthy, ▲ degraded, ✘ down, ? unknown) in its theme colour;
+one without checks has no mark (:meth:`EnvBar.set_health`).
 """
 
 from __future__ import annotations
@@ -30,8 +34,14 @@ class EnvBar(Widget):
     EnvBar > .envbar--active { color: $foreground; text-style: bold; }
     EnvBar > .envbar--bar { color: $foreground 10%; }
     EnvBar > .envbar--bar-active { color: $block-cursor-background; }
+    EnvBar > .envbar--healthy { color: $success; }
+    EnvBar > .envbar--degraded { color: $warning; text-style: bold; }
+    EnvBar > .envbar--down { color: $error; text-style: bold; }
+    EnvBar > .envbar--unknown { color: $foreground 50%; }
     """
-    COMPONENT_CLASSES = {"envbar--name", "envbar--active", "envbar--bar", "envbar--bar-active"}
+    COMPONENT_CLASSES = {"envbar--name", "envbar--active", "envbar--bar", "envbar--bar-active",
+                         "envbar--healthy", "envbar--degraded", "envbar--down", "envbar--unknown"}
+    MARKS = {"healthy": "●", "degraded": "▲", "down": "✘", "unknown": "?"}
     ALLOW_SELECT = False
 
     class Chosen(Message):
@@ -50,6 +60,7 @@ class EnvBar(Widget):
         super().__init__(id=id)
         self.names: list[str] = list(names)
         self.active = active
+        self.health: dict[str, str] = {}  # environment -> healthy, degraded, down, unknown
 
     def add(self, name: str) -> None:
         if name not in self.names:
@@ -62,6 +73,18 @@ class EnvBar(Widget):
             self.active = name
             self.refresh()
 
+    def set_health(self, states: dict[str, str]) -> None:
+        """Each environment's health (those not in ``states`` have no checks: no mark)."""
+        states = {name: state for name, state in states.items() if state in self.MARKS}
+        if states != self.health:
+            self.health = states
+            self.refresh()
+
+    def mark(self, name: str) -> str:
+        """The health mark drawn before ``name`` ("" when it has no checks)."""
+        state = self.health.get(name)
+        return self.MARKS[state] if state else ""
+
     def neighbour(self, step: int) -> str | None:
         """The name ``step`` places after the highlighted one, going round."""
         if not self.names:
@@ -72,10 +95,10 @@ class EnvBar(Widget):
     # -- drawing -----------------------------------------------------------------------
 
     def _labels(self) -> list[tuple[str, int, int]]:
-        """(name, first column, column after it) for each name, drawn as " name "."""
+        """(name, first column, column after it) for each name, drawn as " name " (" ● name ")."""
         spans, x = [], 0
         for name in self.names:
-            width = cell_len(clean_line(name)) + 2
+            width = cell_len(clean_line(name)) + 2 + (2 if self.mark(name) else 0)
             spans.append((name, x, x + width))
             x += width
         return spans
@@ -95,6 +118,9 @@ class EnvBar(Widget):
             active = name == self.active
             if y == 0:
                 style = self.get_component_rich_style("envbar--active" if active else "envbar--name")
+                if mark := self.mark(name):
+                    colour = self.get_component_rich_style(f"envbar--{self.health[name]}")
+                    segments += [Segment(" ", base + style), Segment(mark, base + style + colour)]
                 segments.append(Segment(f" {clean_line(name)} ", base + style))
             elif y == 1:
                 style = self.get_component_rich_style("envbar--bar-active" if active else "envbar--bar")

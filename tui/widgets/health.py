@@ -1,0 +1,213 @@
+"""The health of the environment shown: one row per check, the environment's state in the title.
+
+A row reads, left to right: the check's state as a mark that means the same without
+colour (✔ up, ▲ degraded, ✘ down, ? no samples yet), its name, the latest latency, a
+latency sparkline over the samples shown (Textual's ``Sparkline``), the availability
+over them (the share of probes that were not down), the version the service reports
+against the live deploy's SHA with any drift called out, and the error of the latest
+probe. Everything that came from a server or the log is plain ``Content``, never markup.
+
+The main screen mounts the panel after the first frame (this module and ``Sparkline``
+are not on the path to it) and hands it a :class:`~tui.loading.HealthView` whenever a
+worker has read the samples (:meth:`HealthPanel.show`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime
+
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.content import Content
+from textual.widgets import Sparkline, Static
+
+from backend.models import DEGRADED, DOWN, HEALTHY, UNKNOWN, UP, HealthSample
+from tui.format import age, when
+from tui.loading import CheckHealth, HealthView
+
+# Marks that read without colour; the colour is a theme variable.
+CHECK_MARK = {UP: "✔", DEGRADED: "▲", DOWN: "✘"}
+ENV_MARK = {HEALTHY: "●", DEGRADED: "▲", DOWN: "✘", UNKNOWN: "?"}
+STATE_STYLE = {UP: "$success", HEALTHY: "$success", DEGRADED: "$warning", DOWN: "$error", UNKNOWN: "$text-muted"}
+DRIFT_WORD = {"behind": "behind", "drift": "drift", "unknown": "unknown version"}
+
+NAME_WIDTH = 16  # at most: longer names are cut; the column is as wide as the longest name
+
+
+def latency_text(latency_ms: float | None) -> str:
+    if latency_ms is None:
+        return "—"
+    if latency_ms >= 1000:
+        return f"{latency_ms / 1000:.1f} s"
+    return f"{latency_ms:.0f} ms"
+
+
+def availability(samples: Sequence[HealthSample]) -> str:
+    """The share of ``samples`` that were not down, as "99.2%" ("100%" and "0%" exactly)."""
+    if not samples:
+        return "—"
+    share = 100 * sum(sample.state != DOWN for sample in samples) / len(samples)
+    if share in (0, 100):
+        return f"{share:.0f}%"
+    return f"{min(share, 99.9):.1f}%"  # 99.96% is not 100%: one probe failed
+
+
+def short_version(version: str) -> str:
+    """A SHA as its first 7 characters; any other version as reported, cut to 20."""
+    if 7 <= len(version) <= 64 and all(c in "0123456789abcdefABCDEF" for c in version):
+        return version[:7]
+    return version if len(version) <= 20 else version[:19] + "…"
+
+
+def latencies(samples: Sequence[HealthSample]) -> list[float]:
+    """The sparkline's data: each probe's latency; one that never answered counts as the slowest."""
+    known = [s.latency_ms for s in samples if s.latency_ms is not None]
+    worst = max(known, default=0.0)
+    data = [s.latency_ms if s.latency_ms is not None else worst for s in samples]
+    return data if len(data) > 1 else []  # one bar stretched over the width says nothing
+
+
+def version_text(check: CheckHealth, live_sha: str | None) -> Content:
+    """The reported version against the live deploy's, drift called out."""
+    latest = check.samples[-1] if check.samples else None
+    if latest is None or latest.version is None:
+        return Content("")
+    running = short_version(latest.version)
+    if live_sha is None:
+        return Content.assemble("running ", (running, "bold"), " · nothing live")
+    if check.drift in (None, "match"):
+        return Content.assemble("running ", (running, "bold"), (" = live", "$text-muted"))
+    word = DRIFT_WORD.get(check.drift, check.drift)
+    return Content.assemble("running ", (running, "bold"), f" · live {live_sha[:7]} — ",
+                            (word, "bold $warning"))
+
+
+def row_head(check: CheckHealth, width: int = NAME_WIDTH) -> Content:
+    """Mark, name (in a column ``width`` wide) and the latest latency: the row's fixed start."""
+    latest = check.samples[-1] if check.samples else None
+    name = check.name if len(check.name) <= width else check.name[:width - 1] + "…"
+    if latest is None:
+        mark, style, latency = "?", "$text-muted", ""
+    else:
+        mark, style, latency = CHECK_MARK.get(latest.state, "?"), STATE_STYLE.get(latest.state, ""), \
+            latency_text(latest.latency_ms)
+    return Content.assemble((mark, f"bold {style}"), " ", Content(name.ljust(width)), f" {latency:>7}")
+
+
+def row_tail(check: CheckHealth, live_sha: str | None) -> Content:
+    """Availability, version and error: the row's rest, cut at the panel's edge."""
+    latest = check.samples[-1] if check.samples else None
+    if latest is None:
+        return Content.styled("no samples yet", "$text-muted")
+    parts = [Content(f"{availability(check.samples):>5}")]
+    if latest.state == DOWN and latest.error:
+        parts.append(Content.styled(latest.error, "$error"))
+    version = version_text(check, live_sha)
+    if version:
+        parts.append(version)
+    if latest.state != DOWN and latest.error:
+        parts.append(Content.styled(latest.error, "$warning" if latest.state == DEGRADED else "$text-muted"))
+    return Content("  ").join(parts)
+
+
+class CheckRow(Horizontal):
+    """One check: head (mark, name, latency), sparkline, tail (availability, version, error)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(classes="check")
+        self.check_name = name
+
+    def compose(self) -> ComposeResult:
+        yield Static(classes="check-head")
+        yield Sparkline([], classes="check-spark")
+        yield Static(classes="check-tail")
+
+    def show(self, check: CheckHealth, live_sha: str | None, name_width: int = NAME_WIDTH) -> None:
+        latest = check.samples[-1] if check.samples else None
+        self.set_class(latest is not None and latest.state == DOWN, "-down")
+        self.set_class(latest is not None and latest.state == DEGRADED, "-degraded")
+        self.set_class(latest is None, "-nodata")
+        self.query_one(".check-head", Static).update(row_head(check, name_width))
+        self.query_one(Sparkline).data = latencies(check.samples)
+        self.query_one(".check-tail", Static).update(row_tail(check, live_sha), layout=False)
+
+
+class HealthPanel(Vertical):
+    """Every check of the shown environment; its state (and since when) in the border title."""
+
+    DEFAULT_CSS = """
+    HealthPanel {
+        height: auto;
+        max-height: 10;
+        overflow-y: auto;
+        border: round $secondary 60%;
+        border-title-color: $text;
+        padding: 0 1;
+    }
+    HealthPanel > .check { height: 1; }
+    HealthPanel .check-head { width: auto; margin-right: 1; }
+    HealthPanel .check-spark { width: 24; margin-right: 1; }
+    HealthPanel .check-tail { width: 1fr; height: 1; text-wrap: nowrap; text-overflow: ellipsis; }
+    HealthPanel .check-spark > .sparkline--min-color { color: $success 50%; }
+    HealthPanel .check-spark > .sparkline--max-color { color: $success; }
+    HealthPanel .-degraded .check-spark > .sparkline--max-color { color: $warning; }
+    HealthPanel .-down .check-spark > .sparkline--max-color { color: $error; }
+    HealthPanel .-nodata .check-spark { visibility: hidden; }
+    HealthPanel > #health-none { color: $text-muted; height: 1; }
+    """
+
+    def __init__(self, clock: Callable[[], datetime], *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.clock = clock
+        self.view: HealthView | None = None
+
+    def on_mount(self) -> None:
+        self.border_title = "Health"
+
+    async def show(self, view: HealthView) -> None:
+        """Show ``view`` (the environment's checks and their samples, as just read)."""
+        self.view = view
+        self.border_title = self.title(view)
+        window = max((len(check.samples) for check in view.checks), default=0)
+        self.border_subtitle = f"latency and availability over the last {window} probes" if window > 1 else ""
+        names = [check.name for check in view.checks]
+        if not names:
+            if not self.query("#health-none"):
+                await self.remove_children()
+                await self.mount(Static(id="health-none"))
+            self.query_one("#health-none", Static).update(self.none_text(view))
+            return
+        rows = list(self.query(CheckRow))
+        if [row.check_name for row in rows] != names:
+            await self.remove_children()
+            rows = [CheckRow(name) for name in names]
+            await self.mount_all(rows)
+        width = min(NAME_WIDTH, max(len(name) for name in names))
+        for row, check in zip(rows, view.checks, strict=True):
+            row.show(check, view.live_sha, width)
+
+    def title(self, view: HealthView) -> Content:
+        env = Content.styled(view.env, "bold")
+        if view.error:
+            return Content.assemble("Health of ", env, ": ", Content.styled(view.error, "$error"))
+        if not view.checks:
+            return Content.assemble("Health of ", env)
+        state = view.state
+        mark = Content.styled(f"{ENV_MARK.get(state, '?')} {state}", f"bold {STATE_STYLE.get(state, '')}")
+        since = ""
+        if view.since:
+            now = self.clock()
+            stamp = when(view.since)
+            # The time alone when it was today (UTC), else the date too.
+            shown = stamp[11:] if stamp.startswith(now.strftime("%Y-%m-%d")) else stamp
+            since = f" since {shown} ({age(view.since, now)} ago)"
+        return Content.assemble("Health of ", env, ": ", mark, since)
+
+    @staticmethod
+    def none_text(view: HealthView) -> Content:
+        if view.error:
+            return Content("")
+        env = view.env
+        return Content(f"No health checks for {env}: add [[environments.{env}.health]] with a name and a url "
+                       "to andon.toml to watch it")
