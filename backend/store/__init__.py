@@ -2,16 +2,19 @@
 
 :mod:`backend.store.core` owns the file, the schema versions, the write transaction,
 events and change detection; each concept has its own module with its tables and
-methods (:mod:`~backend.store.deploys`, :mod:`~backend.store.ranges`), mixed into
+methods (:mod:`~backend.store.deploys`, :mod:`~backend.store.ranges`,
+:mod:`~backend.store.leases`, :mod:`~backend.store.health`), mixed into
 :class:`DeployLog`. A new concept is a new module, one base class below and its
 schema steps appended to :data:`MIGRATIONS`.
 """
 
 from __future__ import annotations
 
-from backend.store import deploys, ranges
+from backend.store import deploys, health, leases, ranges
 from backend.store.core import EVENTS_SCHEMA, Changes, LogCore, Migration, StoreError, create_meta
 from backend.store.deploys import DeploysMixin, ImportResult
+from backend.store.health import HealthMixin
+from backend.store.leases import Lease, LeasesMixin, holder_id
 from backend.store.ranges import RangesMixin
 
 # Applied in this order, once each, never edited; append only. ``breaking=True`` for a
@@ -21,14 +24,16 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(ranges.SCHEMA),  # 2: release ranges, computed once
     Migration(create=create_meta),  # 3: the compatibility rule
     Migration(deploys.SUCCEEDED_INDEX),  # 4: previous SHAs worked out when read
+    Migration(leases.SCHEMA),  # 5: leases (one prober per environment), additive
+    Migration(health.SCHEMA),  # 6: health samples and each environment's state, additive
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
-class DeployLog(DeploysMixin, RangesMixin, LogCore):
+class DeployLog(DeploysMixin, RangesMixin, LeasesMixin, HealthMixin, LogCore):
     """The deploy log at a path: open with :meth:`DeployLog.open`."""
 
     MIGRATIONS = MIGRATIONS
 
 
-__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "Changes", "DeployLog", "ImportResult", "StoreError"]
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "Changes", "DeployLog", "ImportResult", "Lease", "StoreError", "holder_id"]
