@@ -340,7 +340,7 @@ def test_a_change_another_andon_records_just_before_our_round_is_not_announced_t
     path = tmp_path / "deploys.db"
     mine, theirs = DeployLog.open(path, clock=Clock()), DeployLog.open(path, clock=Clock())
     mine.record_health([sample()], HEALTHY)
-    raced = []
+    raced: list[bool] = []
 
     def trace(statement: str) -> None:
         if statement.startswith("BEGIN IMMEDIATE") and not raced:
