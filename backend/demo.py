@@ -1,19 +1,33 @@
-"""The demo world: a repository with weeks of history, a deploy log and a deploy script.
+"""The demo world: a repository with weeks of history, a deploy log, a deploy script and
+a small service to watch.
 
 Deterministic for a given ``now`` (a seeded generator, times relative to ``now``),
 so screenshots made with a fixed clock are the same on every machine.
+
+The service (:class:`DemoService`) answers on 127.0.0.1, on a free port, in a thread of
+the process that built the world: it ends with that process (``andon demo`` quitting,
+or a SIGHUP or SIGTERM, which the demo already handles). ``/ENV/healthz`` reports, as
+``build.sha``, the SHA that the demo deploy script last deployed to ENV (the script writes
+it to ``service/ENV.json``). Every other deploy to production (the first, the third, ...)
+and any deploy of a commit whose subject says "break" ship a broken build: production
+answers 503 until the next deploy or a rollback, so its verification fails where the
+user can see it, and its health recovers after the next deploy.
 """
 
 from __future__ import annotations
 
+import json
 import random
 import subprocess
 import sys
+import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from backend.models import FAILED, SUCCEEDED
+from backend.models import FAILED, SUCCEEDED, UP, HealthSample, to_iso
 from backend.store import DeployLog
 
 AUTHORS = [
@@ -38,17 +52,47 @@ NASTY_SUBJECTS = [
 ]
 COMMITS = 240
 DEPLOY_SCRIPT = '''\
-"""Demo deploy script: pretends to ship a commit to an environment."""
+"""Demo deploy script: pretends to ship a commit to an environment.
+
+    deploy.py ENV SHA [SERVICE_DIR [rollback]]
+
+With SERVICE_DIR it tells the demo's health service what now runs (SERVICE_DIR/ENV.json).
+Every other deploy to production (the first, the third, ...) and any commit whose subject
+says "break" ship a broken build (the service answers 503); a rollback never does.
+"""
+import json
+import subprocess
 import sys
 import time
+from pathlib import Path
 
 env, sha = sys.argv[1], sys.argv[2]
+service = Path(sys.argv[3]) if len(sys.argv) > 3 else None
+rollback = sys.argv[4:5] == ["rollback"]
 steps = ["building image", "pushing image", "running smoke tests", "switching traffic"]
 for number, step in enumerate(steps, 1):
     print(f"[{number}/{len(steps)}] {step} for {env} at {sha[:7]}", flush=True)
     time.sleep(0.3)
+if service is not None:
+    state_file = service / f"{env}.json"
+    try:
+        state = json.loads(state_file.read_text())
+    except (OSError, ValueError):
+        state = {}
+    deploys = int(state.get("deploys", 0)) + (0 if rollback else 1)
+    subject = subprocess.run(["git", "log", "-1", "--format=%s", sha], capture_output=True, text=True).stdout
+    broken = not rollback and ((env == "production" and deploys % 2 == 1) or "break" in subject.lower())
+    new = state_file.with_suffix(".new")
+    new.write_text(json.dumps({"sha": sha, "broken": broken, "deploys": deploys}))
+    new.replace(state_file)
+    if broken:
+        print(f"(demo) {sha[:7]} is a broken build on purpose: {env} answers 503 until the next deploy",
+              flush=True)
 print(f"deployed {sha[:7]} to {env}", flush=True)
 '''
+ENVIRONMENTS = ("staging", "production")
+HEALTH_INTERVAL = 2  # seconds between probes in the demo: a live-looking panel
+SAMPLES = 60  # probes of history written with the world, so the sparklines start full
 
 
 @dataclass(frozen=True)
@@ -57,6 +101,73 @@ class DemoWorld:
     repo: Path
     db: Path
     config: Path
+    service: DemoService | None = None  # running, unless built with service=False
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """``GET /ENV/healthz`` (JSON, the deployed SHA as ``build.sha``) and ``GET /ENV/`` (a page)."""
+
+    server: _Server
+
+    def do_GET(self) -> None:  # noqa: N802 - the name http.server calls
+        env, _, rest = self.path.split("?")[0].strip("/").partition("/")
+        if env not in ENVIRONMENTS or rest not in ("healthz", ""):
+            self._answer(404, {"error": "not found"})
+            return
+        try:
+            state = json.loads((self.server.state_dir / f"{env}.json").read_text())
+        except (OSError, ValueError):
+            state = {}
+        sha = str(state.get("sha", ""))
+        # A service's latency wanders, now and then a slow request: the sparkline has a shape.
+        jitter = self.server.jitter
+        time.sleep(jitter.uniform(0.004, 0.03) if jitter.random() > 0.07 else jitter.uniform(0.06, 0.14))
+        if state.get("broken"):
+            self._answer(503, {"status": "error", "build": {"sha": sha},
+                               "error": "worker pool exhausted: connection to db refused"})
+        elif rest == "healthz":
+            self._answer(200, {"status": "ok", "build": {"sha": sha}})
+        else:
+            self._answer(200, {"page": f"the demo shop, {env}"})
+
+    def _answer(self, status: int, body: dict[str, object]) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the parameter's name upstream
+        pass  # the dashboard owns the terminal
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 64
+
+    def __init__(self, state_dir: Path) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.state_dir = state_dir
+        self.jitter = random.Random()
+
+
+class DemoService:
+    """The demo's service on 127.0.0.1, a free port, in a daemon thread: it ends with its process."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self._server = _Server(state_dir)
+        self.port = int(self._server.server_address[1])
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
+                                        name="andon-demo-service", daemon=True)
+        self._thread.start()
+
+    def url(self, env: str, path: str = "healthz") -> str:
+        return f"http://127.0.0.1:{self.port}/{env}/{path}"
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
 
 
 def _fast_import(repo: Path, now: datetime, rng: random.Random) -> None:
@@ -115,8 +226,12 @@ def _fast_import(repo: Path, now: datetime, rng: random.Random) -> None:
                    check=True)
 
 
-def build(root: Path, now: datetime, *, python: str = sys.executable) -> DemoWorld:
-    """Create the demo world under ``root`` (which must be empty or missing)."""
+def build(root: Path, now: datetime, *, python: str = sys.executable, service: bool = True) -> DemoWorld:
+    """Create the demo world under ``root`` (which must be empty or missing).
+
+    ``service``: start the demo's health service (:class:`DemoService`) and point the
+    checks at it; without it (screenshots, tests) the checks name a port nobody answers on.
+    """
     rng = random.Random(20261126)
     repo = root / "repo"
     repo.mkdir(parents=True)
@@ -126,16 +241,42 @@ def build(root: Path, now: datetime, *, python: str = sys.executable) -> DemoWor
     subprocess.run(["git", "-C", str(repo), "branch", "-D", "feature"], check=True,
                    capture_output=True)
     (repo / "deploy.py").write_text(DEPLOY_SCRIPT)
+    state_dir = root / "service"
+    state_dir.mkdir()
+    running = DemoService(state_dir) if service else None
+    port = running.port if running else 9  # nobody answers on the discard port
+    script = [python, "deploy.py"]
+
+    def argv(*args: str) -> str:
+        return json.dumps([*script, *args])  # a JSON list of strings is a TOML array
+
+    def check(env: str) -> str:
+        return (f"[[environments.{env}.health]]\n"
+                'name = "api"\n'
+                f'url = "http://127.0.0.1:{port}/{env}/healthz"\n'
+                f"interval = {HEALTH_INTERVAL}\ntimeout = 1\n"
+                'version = "build.sha"\ndegraded_ms = 500\n\n'
+                f"[[environments.{env}.health]]\n"
+                'name = "web"\n'
+                f'url = "http://127.0.0.1:{port}/{env}/"\n'
+                f"interval = {HEALTH_INTERVAL}\ntimeout = 1\n")
+
     config = repo / "andon.toml"
+    service_dir = str(state_dir)
     config.write_text(
-        'branch = "main"\n\n'
+        'branch = "main"\n'
+        'db = "../deploys.db"  # the demo\'s log, beside the repository\n\n'
         "[environments.staging]\n"
-        f'deploy = [{python!r}, "deploy.py", "staging", "{{sha}}"]\n'
+        f'deploy = {argv("staging", "{sha}", service_dir)}\n'
         "timeout = 120\n\n"
+        + check("staging") + "\n"
         "[environments.production]\n"
-        f'deploy = [{python!r}, "deploy.py", "production", "{{sha}}"]\n'
-        f'rollback = [{python!r}, "deploy.py", "production", "{{sha}}"]\n'
+        f'deploy = {argv("production", "{sha}", service_dir)}\n'
+        f'rollback = {argv("production", "{sha}", service_dir, "rollback")}\n'
         "timeout = 300\n"
+        "verify_seconds = 10  # after a deploy, watch production this long before calling it good\n"
+        "verify_failures = 3\n\n"
+        + check("production")
     )
     subprocess.run(["git", "-C", str(repo), "checkout", "--quiet", "-f", "main"], check=True)
     shas = subprocess.run(
@@ -183,8 +324,27 @@ def build(root: Path, now: datetime, *, python: str = sys.executable) -> DemoWor
                 output=_output("production", deploy.prev_sha, False),
             )
             rollback_done = True
+    _health(log, state_dir, now, rng)
     log.close()
-    return DemoWorld(root, repo, db, config)
+    return DemoWorld(root, repo, db, config, running)
+
+
+def _health(log: DeployLog, state_dir: Path, now: datetime, rng: random.Random) -> None:
+    """What the service runs (each environment's live SHA) and a few minutes of healthy probes."""
+    for env in ENVIRONMENTS:
+        live = log.live(env)
+        sha = live.sha if live else ""
+        (state_dir / f"{env}.json").write_text(json.dumps({"sha": sha, "broken": False, "deploys": 0}))
+        samples = []
+        for number in range(SAMPLES):
+            at = to_iso(now - timedelta(seconds=HEALTH_INTERVAL * (SAMPLES - 1 - number)))
+            slow = rng.random() < 0.07  # as the service answers: mostly 30-60 ms, now and then slower
+            samples += [
+                HealthSample(env, "api", at, UP, 200, round(rng.uniform(90, 160) if slow else rng.uniform(30, 60), 1),
+                             sha),
+                HealthSample(env, "web", at, UP, 200, round(rng.uniform(28, 55), 1), None),
+            ]
+        log.record_health(samples, "healthy", who="demo", env=env)
 
 
 def _output(env: str, sha: str, failed: bool) -> str:

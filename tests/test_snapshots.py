@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tui.screenshots import SCENES, SIZE, dashboard, demo_world, empty_world
+from tui.screenshots import SCENES, SIZE, dashboard, demo_world, empty_world, production
 
 
 def test_main_screen(snap_compare, tmp_path: Path) -> None:
@@ -27,3 +27,29 @@ def test_help_screen(snap_compare, tmp_path: Path) -> None:
 
 def test_empty_state_no_deploys_yet(snap_compare, tmp_path: Path) -> None:
     assert snap_compare(dashboard(empty_world(tmp_path / "w")), terminal_size=SIZE, run_before=SCENES["main"])
+
+
+# -- the health panel (production's checks), each state from fixed samples and a fixed clock --
+
+
+def test_health_healthy(snap_compare, tmp_path: Path) -> None:
+    assert snap_compare(dashboard(demo_world(tmp_path / "w")), terminal_size=SIZE, run_before=production)
+
+
+def test_health_degraded(snap_compare, tmp_path: Path) -> None:
+    assert snap_compare(dashboard(demo_world(tmp_path / "w", "degraded")), terminal_size=SIZE,
+                        run_before=production)
+
+
+def test_health_down(snap_compare, tmp_path: Path) -> None:
+    assert snap_compare(dashboard(demo_world(tmp_path / "w", "down")), terminal_size=SIZE, run_before=production)
+
+
+def test_health_drifting(snap_compare, tmp_path: Path) -> None:
+    assert snap_compare(dashboard(demo_world(tmp_path / "w", "drifting")), terminal_size=SIZE,
+                        run_before=production)
+
+
+def test_health_down_on_a_narrow_terminal(snap_compare, tmp_path: Path) -> None:
+    assert snap_compare(dashboard(demo_world(tmp_path / "w", "down")), terminal_size=(90, 30),
+                        run_before=production)

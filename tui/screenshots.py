@@ -1,7 +1,9 @@
 """The main screens of the demo world with a fixed clock, as SVG: ``make screenshots``.
 
 The scenes here are also what the snapshot tests capture, so the README's pictures
-and the tests show the same thing.
+and the tests show the same thing. The demo's health service is not started, and every
+environment's health lease is held by "another andon" for good (the clock is fixed), so
+the dashboard never probes: its health panel shows exactly the samples the world holds.
 """
 
 from __future__ import annotations
@@ -9,14 +11,17 @@ from __future__ import annotations
 import asyncio
 import sys
 import tempfile
-from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from textual.pilot import Pilot
 from textual.worker import WorkerCancelled
 
-from backend.demo import build
+from backend.demo import ENVIRONMENTS, build
+from backend.models import DEGRADED, DOWN, UP, HealthSample, to_iso
+from backend.store import DeployLog
 from backend.world import World, resolve_world
 from tui.app import AndonApp, make_app
 from tui.first_screen import load_first_screen
@@ -31,7 +36,7 @@ def fixed_clock() -> datetime:
 
 async def settle(pilot: Pilot[None]) -> None:
     """Wait until every worker has finished and its messages have been handled."""
-    for _ in range(3):
+    for _ in range(4):
         try:
             await pilot.app.workers.wait_for_complete()
         except WorkerCancelled:  # an exclusive worker replaced by a newer one: fine
@@ -55,6 +60,13 @@ async def rollback_detail(pilot: Pilot[None]) -> None:
     await settle(pilot)
 
 
+async def production(pilot: Pilot[None]) -> None:
+    """Production (its health panel), the second environment of the demo."""
+    await settle(pilot)
+    await pilot.press("right_square_bracket")
+    await settle(pilot)
+
+
 async def help_screen(pilot: Pilot[None]) -> None:
     await settle(pilot)
     await pilot.press("question_mark")
@@ -68,15 +80,74 @@ SCENES: dict[str, Callable[[Pilot[None]], Awaitable[None]]] = {
 }
 
 
-def demo_world(root: Path) -> World:
-    files = build(root, DEMO_NOW)
+def probed_elsewhere(db: Path) -> None:
+    """Every environment's health lease taken by another andon: the dashboard shown never probes."""
+    log = DeployLog.open(db, clock=fixed_clock)
+    try:
+        for env in ENVIRONMENTS:
+            log.take_lease(f"health:{env}", "andon watch (screenshots)", 3600)
+    finally:
+        log.close()
+
+
+def demo_world(root: Path, health: str | None = None) -> World:
+    """The demo world; ``health`` names a last round of production's probes from :data:`HEALTH`."""
+    files = build(root, DEMO_NOW, service=False)
+    probed_elsewhere(files.db)
+    if health is not None:
+        log = DeployLog.open(files.db, clock=fixed_clock)
+        try:
+            HEALTH[health](log)
+        finally:
+            log.close()
     return resolve_world(files.repo, files.db, None, clock=fixed_clock)
 
 
 def empty_world(root: Path) -> World:
     """A repository with commits and a configured environment, but no deploys yet."""
-    files = build(root, DEMO_NOW)
+    files = build(root, DEMO_NOW, service=False)
+    probed_elsewhere(root / "empty.db")
     return resolve_world(files.repo, root / "empty.db", None, clock=fixed_clock)
+
+
+# -- production's health in a few states: the last probes, written as the prober would ----
+
+
+Fields = dict[str, Any]
+
+
+def _round(log: DeployLog, state: str, rounds: Sequence[tuple[Fields, Fields]]) -> None:
+    """``rounds`` of (api, web) sample fields, two seconds apart after the demo's own probes
+    (which end at the fixed clock: these are a few seconds ahead of it, still fresh)."""
+    live = log.live("production")
+    samples = []
+    for number, (api, web) in enumerate(rounds):
+        at = to_iso(DEMO_NOW + timedelta(seconds=2 * (number + 1)))
+        up = HealthSample("production", "api", at, UP, 200, 12.0, live.sha if live else None)
+        samples += [up._replace(**api), up._replace(check="web", version=None)._replace(**web)]
+    log.record_health(samples, state, who="andon watch", env="production")
+
+
+def degraded(log: DeployLog) -> None:
+    slow: Fields = {"state": DEGRADED, "latency_ms": 412.5}
+    _round(log, DEGRADED, [({"latency_ms": 180.0}, {})] + [(slow, {})] * 4)
+
+
+def down(log: DeployLog) -> None:
+    broken: Fields = {"state": DOWN, "status_code": 503, "latency_ms": 9.0, "error": "HTTP 503"}
+    refused: Fields = {"state": DOWN, "status_code": None, "latency_ms": None, "version": None,
+                       "error": "connection refused"}
+    _round(log, DOWN, [(broken, broken)] * 3 + [(refused, refused)] * 2)
+
+
+def drifting(log: DeployLog) -> None:
+    """The api reports the build before the live one: an older build is still running."""
+    deploys = [d for d in log.deploys("production", limit=20) if d.status == "succeeded" and d.trigger != "rollback"]
+    older = deploys[2].sha
+    _round(log, "healthy", [({"version": older}, {})] * 5)
+
+
+HEALTH: dict[str, Callable[[DeployLog], None]] = {"degraded": degraded, "down": down, "drifting": drifting}
 
 
 def dashboard(world: World) -> AndonApp:
@@ -103,6 +174,9 @@ def main(argv: list[str]) -> int:
         world = empty_world(Path(temp) / "empty")
         asyncio.run(_capture(world, main_screen, out / "empty.svg"))
         print(f"wrote {out / 'empty'}.svg")
+        world = demo_world(Path(temp) / "health-down", "down")
+        asyncio.run(_capture(world, production, out / "health-down.svg"))
+        print(f"wrote {out / 'health-down'}.svg")
     return 0
 
 

@@ -58,6 +58,7 @@ if TYPE_CHECKING:
 
 DEPLOY_EVENT = "deploy."  # deploy.started, .finished, .recorded, .imported
 HEALTH_EVENT = "health.changed"
+PROBE_DELAY = 1.0  # seconds after the first frame before this dashboard's first probe
 SEVERITY: dict[str, Literal["information", "warning", "error"]] = {
     "down": "error", "degraded": "warning", "unknown": "warning", "healthy": "information"}
 
@@ -194,7 +195,9 @@ class MainScreen(Screen[None]):
         self.load_health()
         if self.health_interval is not None:
             self.set_interval(self.health_interval, self.load_health)
-            self.start_watcher()
+            # Probing starts once the first reads are done: a probe timed while the
+            # screen is still busy filling itself would look slow (falsely degraded).
+            self.set_timer(PROBE_DELAY, self.start_watcher)
 
     @work(group="probe-start", exit_on_error=False)
     async def start_watcher(self) -> None:
@@ -207,8 +210,11 @@ class MainScreen(Screen[None]):
             from backend.watcher import HealthWatcher
 
             _tls_context()
-
-            return HealthWatcher(self.world)
+            # The dashboard's own connection, not a second one: opening another in this
+            # process (LogCore.open reads the file's header with a plain open and close)
+            # drops this process's SQLite locks, and the next andon to close its
+            # connection then deletes the WAL under the dashboard ("malformed").
+            return HealthWatcher(self.world, log=self.world.log)
 
         self.watcher = await asyncio.to_thread(prepare)
         if not self.is_mounted:
