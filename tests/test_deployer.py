@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import getpass
 import json
+import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,12 +22,13 @@ from backend.config import ConfigError, load_file
 from backend.demo import NASTY_SUBJECTS, build
 from backend.deployer import deploy
 from backend.history import GitError
-from backend.models import FAILED, INTERRUPTED, SUCCEEDED
+from backend.models import DOWN, FAILED, HEALTHY, INTERRUPTED, RUNNING, SUCCEEDED, UNHEALTHY
 from backend.report import log_entries, status
 from backend.runner import RunError, Runner
 from backend.store import DeployLog, StoreError
 from backend.world import World, resolve_world
 from tests.conftest import Repo, one_line
+from tests.test_watcher import Service
 
 PY = json.dumps(sys.executable)  # a TOML basic string
 
@@ -371,3 +374,201 @@ def test_deploying_in_the_demo_world_runs_its_deploy_script(tmp_path: Path) -> N
         assert made.log.count() == before + 1
     finally:
         made.close()
+
+
+# -- health verification after the deploy ---------------------------------------------------------
+
+# A real deploy script: "deploys" SHA by writing it where the service reads the version it
+# reports; "break" also breaks the service, "stale" leaves the old version running.
+VERIFY_SCRIPT = """\
+#!/bin/sh
+echo "deploying $1 ($3)"
+if [ "$3" != stale ]; then printf '%s' "$1" > "$2.tmp" && mv "$2.tmp" "$2"; fi
+if [ "$3" = break ]; then touch "$2.broken"; fi
+exit 0
+"""
+VERIFY_SECONDS = 1.5
+
+
+@pytest.fixture
+def served(repo: Repo, tmp_path: Path) -> Iterator[tuple[Service, list[str]]]:
+    """A service whose version is what the deploy script last deployed, and andon.toml for it:
+    environments ``ok``, ``break`` and ``stale`` deploy with the script in that mode."""
+    running = tmp_path / "running-version"
+    service = Service(version_file=running, broken_file=Path(f"{running}.broken"))
+    (tmp_path / "deploy.sh").write_text(VERIFY_SCRIPT)
+    config = 'branch = "main"\n'
+    for mode in ("ok", "break", "stale"):
+        config += (f"[environments.{mode}]\ndeploy = {toml_list('sh', str(tmp_path / 'deploy.sh'), '{sha}', str(running), mode)}\n"
+                   f"verify_seconds = {VERIFY_SECONDS}\nverify_failures = 3\n"
+                   f'[[environments.{mode}.health]]\nname = "api"\nurl = "{service.url}"\ninterval = 0.2\n'
+                   'timeout = 0.2\nversion = "build.sha"\n')
+    (repo.path / "andon.toml").write_text(config)
+    shas = [repo.commit(f"change {n}") for n in range(3)]
+    yield service, shas
+    service.close()
+
+
+@pytest.fixture
+def vworld(repo: Repo, served: tuple[Service, list[str]], tmp_path: Path) -> Iterator[World]:
+    made = resolve_world(repo.path, None, None)
+    yield made
+    made.close()
+
+
+def toml_list(*parts: str) -> str:
+    return "[" + ", ".join(json.dumps(part) for part in parts) + "]"
+
+
+def verify_events(log: DeployLog, deploy_id: int) -> list[tuple[str, dict[str, object]]]:
+    return [(e.kind, json.loads(e.detail)) for e in reversed(log.events(1000))
+            if e.deploy_id == deploy_id and e.kind.startswith("deploy.")]
+
+
+def test_a_deploy_that_stays_healthy_and_reports_its_sha_is_verified_succeeded(
+    vworld: World, served: tuple[Service, list[str]]
+) -> None:
+    service, shas = served
+    seen: list[str] = []
+    began = time.monotonic()
+    outcome = deploy(vworld, "ok", shas[1], runner=Runner(), on_output=seen.append)
+    assert time.monotonic() - began >= VERIFY_SECONDS  # it watched the whole window
+    assert outcome.exit_code == 0
+    assert outcome.verdict is not None and outcome.verdict.status == SUCCEEDED
+    assert outcome.verdict.reason == "healthy for 1.5s" and outcome.verdict.rounds >= 5
+    recorded = vworld.log.get(outcome.deploy.id)
+    assert (recorded.status, recorded.exit_code) == (SUCCEEDED, 0)
+    assert recorded.output.startswith(f"deploying {shas[1]} (ok)\n[andon: verifying ok for 1.5s (api): ")
+    assert f"the new version {shas[1][:7]} is reported]" in recorded.output
+    assert recorded.output.endswith("[andon: succeeded: healthy for 1.5s]\n")
+    assert "".join(seen) == recorded.output
+    kinds = verify_events(vworld.log, recorded.id)
+    assert [kind for kind, _ in kinds] == ["deploy.started", "deploy.verifying", "deploy.verified", "deploy.finished"]
+    verifying, verified = kinds[1][1], kinds[2][1]
+    assert (verifying["seconds"], verifying["failures"], verifying["checks"]) == (1.5, 3, ["api"])
+    assert isinstance(verifying["until"], str)
+    assert (verified["status"], verified["reason"]) == (SUCCEEDED, "healthy for 1.5s")
+    assert vworld.log.live("ok").id == recorded.id  # type: ignore[union-attr]
+    # The probes were recorded for everyone, and the lease given back.
+    assert vworld.log.health_state("ok")[0] == HEALTHY  # type: ignore[index]
+    assert len(vworld.log.health_samples("ok")["api"]) == outcome.verdict.rounds
+    assert vworld.log.lease("health:ok") is None
+
+
+def test_a_deploy_that_breaks_the_service_is_unhealthy_after_three_failed_rounds(
+    vworld: World, served: tuple[Service, list[str]]
+) -> None:
+    service, shas = served
+    began = time.monotonic()
+    outcome = deploy(vworld, "break", shas[2], runner=Runner())
+    assert time.monotonic() - began < VERIFY_SECONDS  # three failed rounds: no need to watch longer
+    assert outcome.verdict is not None and outcome.verdict.rounds == 3
+    recorded = vworld.log.get(outcome.deploy.id)
+    assert (recorded.status, recorded.exit_code) == (UNHEALTHY, 0)  # the command itself succeeded
+    reason = "3 failed rounds in a row (api: HTTP 503)"
+    assert outcome.verdict.reason == reason
+    assert "\n[andon: 0:00 / 0:02 down (api: HTTP 503)]\n" in recorded.output
+    assert recorded.output.endswith(f"[andon: unhealthy: {reason}]\n")
+    kinds = verify_events(vworld.log, recorded.id)
+    assert kinds[2] == ("deploy.verified", {"status": UNHEALTHY, "reason": reason, "rounds": 3})
+    assert kinds[3] == ("deploy.finished", {"status": UNHEALTHY, "exit_code": 0})
+    assert vworld.log.live("break") is None  # an unhealthy deploy is not what is live
+    assert vworld.log.health_state("break")[0] == DOWN  # type: ignore[index]
+
+
+def test_a_deploy_whose_service_never_reports_the_new_sha_is_unhealthy(
+    vworld: World, served: tuple[Service, list[str]]
+) -> None:
+    service, shas = served
+    deploy(vworld, "ok", shas[0], runner=Runner())  # the service now runs shas[0]
+    outcome = deploy(vworld, "stale", shas[2], runner=Runner())
+    recorded = vworld.log.get(outcome.deploy.id)
+    assert recorded.status == UNHEALTHY
+    reason = f"the new version {shas[2][:7]} was not reported within 1.5s (api reports {shas[0][:7]} (behind))"
+    assert outcome.verdict is not None and outcome.verdict.reason == reason
+    assert outcome.verdict.rounds >= 5  # the whole window, in case it came late
+    assert recorded.output.endswith(f"[andon: unhealthy: {reason}]\n")
+    assert verify_events(vworld.log, recorded.id)[2][1]["reason"] == reason
+
+
+def test_no_verification_without_checks_or_after_a_failed_command(
+    vworld: World, served: tuple[Service, list[str]], tmp_path: Path
+) -> None:
+    service, shas = served
+    failed = deploy(vworld, "ok", shas[0], runner=Runner(), command=["sh", "-c", "exit 3"])
+    assert failed.verdict is None and failed.deploy.status == FAILED
+    plain = deploy(vworld, "qa", shas[0], runner=Runner(), command=["true"])  # no checks configured
+    assert plain.verdict is None and plain.deploy.status == SUCCEEDED
+    for done in (failed, plain):
+        assert "deploy.verifying" not in [kind for kind, _ in verify_events(vworld.log, done.deploy.id)]
+    assert service.count() == 0
+
+
+def test_the_row_stays_running_while_verifying_and_a_stop_records_interrupted(
+    vworld: World, served: tuple[Service, list[str]]
+) -> None:
+    service, shas = served
+    asked: list[str] = []
+    watched: dict[str, object] = {}
+
+    def interrupted() -> str | None:
+        if service.count() >= 2 and not asked:
+            (running,) = vworld.log.deploys("ok")
+            watched["status"] = running.status
+            watched["events"] = [kind for kind, _ in verify_events(vworld.log, running.id)]
+            asked.append("SIGINT")
+        return asked[0] if asked else None
+
+    outcome = deploy(vworld, "ok", shas[1], runner=Runner(), interrupted=interrupted)
+    assert watched == {"status": RUNNING, "events": ["deploy.started", "deploy.verifying"]}
+    recorded = vworld.log.get(outcome.deploy.id)
+    assert (recorded.status, recorded.exit_code, outcome.exit_code) == (INTERRUPTED, 0, 130)
+    assert recorded.output.endswith("[andon: interrupted: verification stopped by Ctrl-C]\n")
+    assert verify_events(vworld.log, recorded.id)[2][1]["status"] == INTERRUPTED
+    assert vworld.log.lease("health:ok") is None
+
+
+def test_andon_deploy_exits_4_with_one_line_when_verification_fails(
+    repo: Repo, served: tuple[Service, list[str]]
+) -> None:
+    service, shas = served
+    done = subprocess.run([sys.executable, "-m", "tui.cli", "deploy", "--env", "ok", "--sha", shas[0]],
+                          cwd=repo.path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.splitlines() == [
+        f"andon: deploy #1 of {shas[0][:7]} to ok: succeeded (exit code 0; healthy for 1.5s)"]
+    assert "[andon: verifying ok for 1.5s" in done.stdout
+    done = subprocess.run([sys.executable, "-m", "tui.cli", "deploy", "--env", "break", "--sha", shas[1]],
+                          cwd=repo.path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 4
+    assert done.stderr.splitlines() == [
+        f"andon: deploy #2 of {shas[1][:7]} to break: unhealthy: 3 failed rounds in a row (api: HTTP 503)"]
+
+
+def test_ctrl_c_during_verification_stops_andon_deploy_as_interrupted(
+    repo: Repo, served: tuple[Service, list[str]]
+) -> None:
+    service, shas = served
+    config = (repo.path / "andon.toml").read_text().replace(f"verify_seconds = {VERIFY_SECONDS}", "verify_seconds = 60")
+    (repo.path / "andon.toml").write_text(config)
+    process = subprocess.Popen([sys.executable, "-m", "tui.cli", "deploy", "--env", "ok", "--sha", shas[0]],
+                               cwd=repo.path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        while "[andon: verifying" not in process.stdout.readline():
+            pass
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130, err
+    assert err.splitlines() == [f"andon: deploy #1 of {shas[0][:7]} to ok: interrupted "
+                                "(exit code 130; verification stopped by Ctrl-C)"]
+    log = DeployLog.open(repo.path / ".git" / "andon" / "deploys.db")
+    try:
+        (recorded,) = log.deploys(with_output=True)
+        assert recorded.status == INTERRUPTED
+        assert recorded.output.endswith("[andon: interrupted: verification stopped by Ctrl-C]\n")
+    finally:
+        log.close()

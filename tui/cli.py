@@ -22,12 +22,14 @@ from typing import Any, NoReturn
 from backend import AndonError
 from backend.config import check_environment_name
 from backend.history import FULL_SHA
-from backend.models import FINAL_STATUSES, SUCCEEDED, Deploy, from_iso, to_iso, when
+from backend.models import FINAL_STATUSES, SUCCEEDED, UNHEALTHY, Deploy, from_iso, to_iso, when
 from backend.text import clean_line, short
 from backend.world import World, resolve_world
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
+EXIT_UNHEALTHY = 3  # andon health: an environment is degraded, down or unknown
+EXIT_DEPLOY_UNHEALTHY = 4  # andon deploy: the command succeeded, the health verification did not
 
 
 class Parser(argparse.ArgumentParser):
@@ -75,6 +77,14 @@ def build_parser() -> Parser:
     record.add_argument("--trigger", default="ci", choices=["ci", "manual", "rollback", "auto-rollback"])
 
     command("import", "import past deploys as JSON lines on standard input")
+
+    health = command("health", "probe every health check once now (exit 3 when an environment is not healthy)")
+    health.add_argument("--env", help="only this environment")
+    health.add_argument("--json", action="store_true", help="one JSON document")
+
+    watch = command("watch", "probe health for everyone on the log until stopped (Ctrl-C, SIGTERM)")
+    watch.add_argument("--env", action="append", metavar="ENV",
+                       help="only this environment (repeat for several; default: every one with checks)")
 
     status = command("status", "per environment: what is live and what is pending")
     status.add_argument("--json", action="store_true", help="one JSON document")
@@ -133,9 +143,12 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         raise AndonError(f"unexpected arguments {' '.join(command)!r}: put the command after --")
     world = _world(args)
     runner = Runner()
+    stopped: list[str] = []  # the first stop request, for the health verification after the command
 
     def stop(signum: int, _frame: Any) -> None:
-        runner.stop(signal.Signals(signum).name)
+        name = signal.Signals(signum).name
+        stopped.append(name)
+        runner.stop(name)
 
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
 
@@ -145,7 +158,8 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 
     try:
         outcome = deploy(world, args.env, args.sha, command=command or None, runner=runner,
-                         on_output=show, trigger=args.trigger, reason=args.reason)
+                         on_output=show, trigger=args.trigger, reason=args.reason,
+                         interrupted=lambda: stopped[0] if stopped else None)
     except RunError as error:  # recorded as failed; exit as a shell would (127, 126)
         print(f"andon: error: {error}", file=sys.stderr)
         return error.exit_code
@@ -154,8 +168,14 @@ def cmd_deploy(args: argparse.Namespace) -> int:
             signal.signal(sig, handler)
         world.close()
     done = outcome.deploy
+    verdict = outcome.verdict
+    if verdict is not None and done.status == UNHEALTHY:
+        print(f"andon: deploy #{done.id} of {done.short_sha} to {done.env}: unhealthy: {verdict.reason}",
+              file=sys.stderr)
+        return EXIT_DEPLOY_UNHEALTHY
+    after = f"; {verdict.reason}" if verdict is not None else ""
     print(f"andon: deploy #{done.id} of {done.short_sha} to {done.env}: {done.status}"
-          f" (exit code {outcome.exit_code})", file=sys.stderr)
+          f" (exit code {outcome.exit_code}{after})", file=sys.stderr)
     return outcome.exit_code
 
 
@@ -274,6 +294,136 @@ def _import_row(item: Any, number: int) -> dict[str, Any]:
     who = text("who", required=False) or ""
     return {"env": env, "sha": text("sha"), "status": status, "at": at, "who": clean_line(who),
             "reason": clean_line(text("reason", required=False) or ""), "line": number}
+
+
+def cmd_health(args: argparse.Namespace) -> int:
+    """One round of every check now. Records it too when nobody else is probing (see the README)."""
+    from backend.health import environment_state, probe_round, version_drift
+    from backend.models import HEALTHY, HealthSample
+    from backend.store import holder_id
+    from backend.watcher import checked_environments, contains, lease_name, lease_seconds
+
+    if args.env:
+        check_environment_name(args.env)
+    world = _world(args)
+    try:
+        checked = checked_environments(world, [args.env] if args.env else None)
+        if not checked:
+            where = world.config.source.name if world.config.source else "andon.toml"
+            raise AndonError(f"no health checks configured: add [[environments.NAME.health]] with a name and "
+                             f"a url to {where}")
+        names = [args.env] if args.env else list(world.config.environments)
+        samples = probe_round(checked, clock=world.clock)
+        now = world.clock()
+        by_env: dict[str, dict[str, HealthSample]] = {env: {} for env in checked}
+        for sample in samples:
+            by_env.setdefault(sample.env, {})[sample.check] = sample
+        states = {env: environment_state({check.name: by_env[env].get(check.name) for check in checks}, checks, now)
+                  for env, checks in checked.items()}
+        live = {env: world.log.live(env) for env in checked}
+        recorded: dict[str, bool] = {}
+        holder, who = holder_id(), world.who()
+        for env, checks in checked.items():
+            # Recorded for everyone only when nobody else is probing: never waits, never doubles.
+            recorded[env] = world.log.take_lease(lease_name(env), holder, lease_seconds(checks))
+            if recorded[env]:
+                try:
+                    world.log.record_health(list(by_env[env].values()), states[env], who=who, env=env)
+                finally:
+                    world.log.release_lease(lease_name(env), holder)
+        report = []
+        for env in names:
+            checks = checked.get(env, ())
+            deployed = live.get(env)
+            entries = []
+            for check in checks:
+                probed = by_env.get(env, {}).get(check.name)
+                if probed is None:
+                    continue
+                entry = probed.to_json()
+                entry["drift"] = (version_drift(probed.version, deployed.sha, contains(world))
+                                  if deployed is not None and probed.version else None)
+                entries.append(entry)
+            report.append({"env": env, "state": states.get(env), "live_sha": deployed.sha if deployed else None,
+                           "recorded": recorded.get(env, False), "checks": entries})
+    finally:
+        world.close()
+    if args.json:
+        _dump({"environments": report})
+    else:
+        for env_report in report:
+            _show_health(env_report)
+    return 0 if all(states[env] == HEALTHY for env in checked) else EXIT_UNHEALTHY
+
+
+def _show_health(report: dict[str, Any]) -> None:
+    if report["state"] is None:
+        _out(f"{report['env']}: no health checks")
+        return
+    _out(f"{report['env']}: {report['state']}")
+    width = max(len(entry["check"]) for entry in report["checks"])
+    for entry in report["checks"]:
+        code = str(entry["status_code"]) if entry["status_code"] is not None else "-"
+        latency = f"{entry['latency_ms']:.0f} ms" if entry["latency_ms"] is not None else "-"
+        parts = [f"  {entry['check']:<{width}}  {entry['state']:<8}  {code:>3}  {latency:>8}"]
+        if entry["version"]:
+            version = f"version {short(entry['version']) if FULL_SHA.match(entry['version']) else entry['version']}"
+            drift = entry["drift"]
+            if drift and drift != "match" and report["live_sha"]:
+                version += f" ({drift}: live is {short(report['live_sha'])})"
+            elif drift == "match":
+                version += " (live)"
+            parts.append(version)
+        if entry["error"]:
+            parts.append(entry["error"])
+        _out("  ".join(parts))
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    """Hold the health leases and probe until SIGINT or SIGTERM; one line per change of state."""
+    import threading
+
+    from backend.watcher import HealthWatcher, StateChange
+
+    for env in args.env or ():
+        check_environment_name(env)
+    world = _world(args)
+    stop = threading.Event()
+
+    def request_stop(_signum: int, _frame: Any) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    watcher = None
+    try:
+        watcher = HealthWatcher(world, args.env)
+        if not watcher.checks:
+            where = world.config.source.name if world.config.source else "andon.toml"
+            raise AndonError(f"no health checks configured: add [[environments.NAME.health]] with a name and "
+                             f"a url to {where}")
+        print(f"andon: watching {', '.join(watcher.checks)} (Ctrl-C or SIGTERM to stop)", file=sys.stderr)
+        last_error = ""
+
+        def changed(change: StateChange) -> None:
+            _out(f"{change.at[:19].replace('T', ' ')} {change.describe()}")
+            sys.stdout.flush()
+
+        def failed(error: AndonError) -> None:
+            nonlocal last_error
+            if str(error) != last_error:  # a lasting problem is said once, not every interval
+                print(f"andon: warning: {error}", file=sys.stderr)
+                last_error = str(error)
+
+        watcher.run_forever(stop, on_change=changed, on_error=failed)
+    finally:
+        try:
+            if watcher is not None:
+                watcher.close()  # releases the leases: another andon takes over at its next round
+        finally:
+            world.close()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+    return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -458,6 +608,8 @@ COMMANDS = {
     "import": cmd_import,
     "status": cmd_status,
     "log": cmd_log,
+    "health": cmd_health,
+    "watch": cmd_watch,
 }
 
 
