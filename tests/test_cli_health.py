@@ -6,6 +6,7 @@ an andon.toml pointing at them into a real git repository, and runs ``python -m 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import time
@@ -145,8 +146,6 @@ def test_health_records_the_round_only_when_nobody_else_probes(
         world = resolve_world(repo.path)
         watcher = HealthWatcher(world, ["production"])
         try:
-            import asyncio
-
             asyncio.run(watcher.round())  # a watcher probes production now
             data = health_json(repo, code=3)
             assert [env["recorded"] for env in data["environments"]] == [False, True, False]
