@@ -23,6 +23,7 @@ screenshots: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run
+	$(BIN)/python -m benchmarks.health
 
 lint: $(STAMP)
 	$(BIN)/ruff check backend tui tests benchmarks

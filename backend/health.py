@@ -152,7 +152,10 @@ def new_client(concurrency: int = DEFAULT_CONCURRENCY) -> httpx.AsyncClient:
         timeout=timeout,
         follow_redirects=True,
         max_redirects=MAX_REDIRECTS,
-        limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
+        # No idle connections kept: httpcore's pool checks every idle connection (a poll()
+        # each) for every queued request, and with 50 kept a round of 500 local checks cost
+        # 4.6 s of CPU against 1.4 s without (keep-alive saves little at 5 s intervals).
+        limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=0),
         headers={"User-Agent": USER_AGENT, "Accept": "application/json, */*;q=0.5",
                  "Accept-Encoding": "gzip, deflate"},
         cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
