@@ -136,16 +136,19 @@ class HealthView:
 
 class HealthLoaded(Message):
     """Health as just read: the shown environment's (``view``), every environment's state
-    for the environment bar (``states``: only those with checks or a recorded state), and
-    ``news``: one line for each environment whose recorded state changed since the last read
-    ("production is down: api timed out after 2s"), with its new state."""
+    for the environment bar (``states``: only those with checks or a recorded state; None
+    when the log could not be read), and ``news``: one line for each environment whose
+    recorded state changed since the last read ("production is down: api timed out after
+    2s"), with its new state. ``seq`` orders the reads: a read that ends after a newer one
+    (the worker of an earlier one still running) brings only its news."""
 
-    def __init__(self, view: HealthView | None, states: dict[str, str],
-                 news: list[tuple[str, str, str]]) -> None:
+    def __init__(self, view: HealthView | None, states: dict[str, str] | None,
+                 news: list[tuple[str, str, str]], seq: int = 0) -> None:
         super().__init__()
         self.view = view
         self.states = states
         self.news = news
+        self.seq = seq
 
 
 class Loader:
@@ -162,6 +165,7 @@ class Loader:
         self.last_event: int | None = None  # the newest event id seen; None until the first read
         self._health_seen: dict[str, tuple[str, str]] | None = None  # recorded states at the last read
         self._health_lock = threading.Lock()
+        self._health_seq = 0  # reads of health started
         self._drift: dict[tuple[str, str], str | None] = {}  # (version, live sha) -> drift: git asked once
 
     # -- generations -------------------------------------------------------------------
@@ -235,6 +239,9 @@ class Loader:
         """Post :class:`HealthLoaded`: the newest samples of ``env``'s checks and every
         environment's state (a few indexed reads; the deploys are not touched)."""
         config = self.world.config
+        with self._health_lock:
+            self._health_seq += 1
+            seq = self._health_seq
         try:
             recorded = self.world.log.health_states()
             states: dict[str, str] = {name: state for name, (state, _) in recorded.items()}
@@ -252,9 +259,9 @@ class Loader:
                 latest[env] = {check.name: check.samples[-1] for check in view.checks if check.samples}
         except AndonError as error:
             view = None if env is None else HealthView(env, [], UNKNOWN, None, live_sha, str(error))
-            self.post(HealthLoaded(view, {}, []))
+            self.post(HealthLoaded(view, None, [], seq))
             return
-        self.post(HealthLoaded(view, states, self._news(recorded, latest)))
+        self.post(HealthLoaded(view, states, self._news(recorded, latest), seq))
 
     def _view(self, env: str, live_sha: str | None, recorded: tuple[str, str] | None) -> HealthView:
         checks = self.world.config.environment(env).health

@@ -87,6 +87,7 @@ class MainScreen(Screen[None]):
         self.selected: Deploy | None = None
         self._loading_more = False
         self.watcher: HealthWatcher | None = None
+        self._health_seq = 0  # the newest health read shown
         # Health is read this often (the shortest interval of any configured check).
         intervals = [check.interval for e in world.config.environments.values() for check in e.health]
         self.health_interval = max(0.5, min(intervals)) if intervals else None
@@ -313,13 +314,20 @@ class MainScreen(Screen[None]):
         await self.detail.show_output(message.deploy)
 
     async def on_health_loaded(self, message: HealthLoaded) -> None:
-        self.query_one(EnvBar).set_health(message.states)
         for _env, state, text in message.news:
             severity = SEVERITY.get(state, "information")
             self.notify(text, title="Health", severity=severity, markup=False)
-        panel = self.health_panel
-        if panel is not None and message.view is not None and message.view.env == self.env:
-            await panel.show(message.view)
+        if message.seq < self._health_seq:
+            return  # a newer read is already shown
+        self._health_seq = message.seq
+        if message.states is not None:
+            self.query_one(EnvBar).set_health(message.states)
+        panel, view = self.health_panel, message.view
+        live = self.live.sha if self.live else None
+        # Drift is worked out against the live SHA: a read made before the live deploy
+        # changed is dropped (the change started another read).
+        if panel is not None and view is not None and view.env == self.env and view.live_sha == live:
+            await panel.show(view)
 
     @property
     def health_panel(self) -> HealthPanel | None:

@@ -14,6 +14,7 @@ worker has read the samples (:meth:`HealthPanel.show`).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
 from datetime import datetime
 
@@ -145,7 +146,8 @@ class HealthPanel(Vertical):
         border-title-color: $text;
         padding: 0 1;
     }
-    HealthPanel > .check { height: 1; }
+    HealthPanel > #health-rows { height: auto; }
+    HealthPanel .check { height: 1; }
     HealthPanel .check-head { width: auto; margin-right: 1; }
     HealthPanel .check-spark { width: 24; margin-right: 1; }
     HealthPanel .check-tail { width: 1fr; height: 1; text-wrap: nowrap; text-overflow: ellipsis; }
@@ -154,38 +156,43 @@ class HealthPanel(Vertical):
     HealthPanel .-degraded .check-spark > .sparkline--max-color { color: $warning; }
     HealthPanel .-down .check-spark > .sparkline--max-color { color: $error; }
     HealthPanel .-nodata .check-spark { visibility: hidden; }
-    HealthPanel > #health-none { color: $text-muted; height: 1; }
+    HealthPanel > #health-none { color: $text-muted; height: 1; display: none; }
     """
 
     def __init__(self, clock: Callable[[], datetime], *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.clock = clock
         self.view: HealthView | None = None
+        self._showing = asyncio.Lock()  # one show at a time: rows are replaced across awaits
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="health-none")
+        yield Vertical(id="health-rows")
 
     def on_mount(self) -> None:
         self.border_title = "Health"
 
     async def show(self, view: HealthView) -> None:
         """Show ``view`` (the environment's checks and their samples, as just read)."""
-        self.view = view
-        self.border_title = self.title(view)
-        window = max((len(check.samples) for check in view.checks), default=0)
-        self.border_subtitle = f"latency and availability over the last {window} probes" if window > 1 else ""
-        names = [check.name for check in view.checks]
-        if not names:
-            if not self.query("#health-none"):
-                await self.remove_children()
-                await self.mount(Static(id="health-none"))
-            self.query_one("#health-none", Static).update(self.none_text(view))
-            return
-        rows = list(self.query(CheckRow))
-        if [row.check_name for row in rows] != names:
-            await self.remove_children()
-            rows = [CheckRow(name) for name in names]
-            await self.mount_all(rows)
-        width = min(NAME_WIDTH, max(len(name) for name in names))
-        for row, check in zip(rows, view.checks, strict=True):
-            row.show(check, view.live_sha, width)
+        async with self._showing:
+            self.view = view
+            self.border_title = self.title(view)
+            window = max((len(check.samples) for check in view.checks), default=0)
+            self.border_subtitle = f"latency and availability over the last {window} probes" if window > 1 else ""
+            names = [check.name for check in view.checks]
+            none = self.query_one("#health-none", Static)
+            none.update(self.none_text(view))
+            none.display = not names
+            holder = self.query_one("#health-rows", Vertical)
+            rows = list(holder.query(CheckRow))
+            if [row.check_name for row in rows] != names:
+                await holder.remove_children()
+                rows = [CheckRow(name) for name in names]
+                await holder.mount_all(rows)
+            if names:
+                width = min(NAME_WIDTH, max(len(name) for name in names))
+                for row, check in zip(rows, view.checks, strict=True):
+                    row.show(check, view.live_sha, width)
 
     def title(self, view: HealthView) -> Content:
         env = Content.styled(view.env, "bold")
