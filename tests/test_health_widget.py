@@ -22,7 +22,7 @@ from backend.demo import DemoService
 from backend.models import DEGRADED, DOWN, UP, HealthSample, to_iso
 from backend.store import DeployLog
 from backend.world import World, resolve_world
-from tests.conftest import Repo
+from tests.conftest import Repo, raw
 from tui.app import make_app
 from tui.first_screen import load_first_screen
 from tui.loading import health_news
@@ -477,3 +477,28 @@ async def test_probing_a_service_that_never_answers_never_blocks_the_screen(repo
         world.close()
     finally:
         silent.close()
+
+
+async def test_a_deploy_being_verified_is_counted_down_in_the_health_title(health_world) -> None:
+    made = health_world
+    record_round(made["log"], history_of("production", "api", 5, version=made["shas"][4])
+                 + history_of("production", "web", 5), "healthy")
+    app = await open_dashboard(made, poll_interval=0.05)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        assert "verifying" not in plain(panel_of(app).border_title)
+        # andon deploy (another process) starts watching deploy #7 for ten seconds, four seconds ago.
+        detail = json.dumps({"seconds": 10, "failures": 3, "checks": ["api", "web"],
+                             "until": to_iso(NOW + timedelta(seconds=6))})
+        with raw(made["db"]) as conn:
+            conn.execute("INSERT INTO events (at, kind, env, deploy_id, who, detail) VALUES (?, ?, ?, ?, ?, ?)",
+                         (to_iso(NOW), "deploy.verifying", "production", 7, "ci", detail))
+        assert await wait_for(pilot, lambda: "verifying" in plain(panel_of(app).border_title), seconds=1.0)
+        assert plain(panel_of(app).border_title).endswith(" · verifying deploy #7 0:04 / 0:10")
+        # Its verdict ends it; a verification in another environment is not this one's.
+        with raw(made["db"]) as conn:
+            conn.execute("INSERT INTO events (at, kind, env, deploy_id, who, detail) VALUES (?, ?, ?, ?, ?, ?)",
+                         (to_iso(NOW), "deploy.verifying", "staging", 8, "ci", detail))
+            conn.execute("INSERT INTO events (at, kind, env, deploy_id, who, detail) VALUES (?, ?, ?, ?, ?, ?)",
+                         (to_iso(NOW), "deploy.verified", "production", 7, "ci", '{"status": "succeeded"}'))
+        assert await wait_for(pilot, lambda: "verifying" not in plain(panel_of(app).border_title), seconds=1.0)

@@ -20,21 +20,24 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from textual.message import Message
 
 from backend import AndonError
 from backend.history import Range
-from backend.models import DEGRADED, DOWN, HEALTHY, UNKNOWN, Deploy, HealthSample
+from backend.models import DEGRADED, DOWN, HEALTHY, UNKNOWN, Deploy, HealthSample, to_iso
 from backend.world import World
 from tui.first_screen import PAGE, load_first_screen
+from tui.format import moment
 
 if TYPE_CHECKING:
     from backend.config import HealthCheck
     from backend.store import Changes
 
 HEALTH_WINDOW = 60  # samples per check shown (and read): the sparkline and the availability
+VERIFY_EVENTS = 200  # the newest events looked through for a verification running
 
 
 class EnvironmentsLoaded(Message):
@@ -151,6 +154,19 @@ class HealthLoaded(Message):
         self.seq = seq
 
 
+class VerificationLoaded(Message):
+    """Whether a deploy to ``env`` is being verified now: its id, when the watching began
+    and until when (``deploy_id`` None: no verification running)."""
+
+    def __init__(self, env: str, deploy_id: int | None = None, started: str | None = None,
+                 until: str | None = None) -> None:
+        super().__init__()
+        self.env = env
+        self.deploy_id = deploy_id
+        self.started = started
+        self.until = until
+
+
 class Loader:
     """The screen's reading: the blocking half of its workers, and the marks they share.
 
@@ -262,6 +278,37 @@ class Loader:
             self.post(HealthLoaded(view, None, [], seq))
             return
         self.post(HealthLoaded(view, states, self._news(recorded, latest), seq))
+
+    def verification(self, env: str) -> None:
+        """Post :class:`VerificationLoaded`: is ``andon deploy`` watching a deploy to ``env`` now?
+
+        Read when the screen opens an environment and when a ``deploy.verifying`` or
+        ``deploy.verified`` event arrives: the newest deploy event of ``env`` says.
+        """
+        import json
+
+        try:
+            events = self.world.log.events(limit=VERIFY_EVENTS)
+        except AndonError:
+            return
+        for event in events:  # newest first
+            if event.env != env or not event.kind.startswith("deploy."):
+                continue
+            if event.kind == "deploy.verifying":
+                try:
+                    detail = json.loads(event.detail)
+                except ValueError:
+                    detail = {}
+                until, seconds = detail.get("until"), detail.get("seconds")
+                started = event.at
+                if isinstance(until, str) and isinstance(seconds, int | float) and (ends := moment(until)):
+                    # The window as andon deploy counts it: its last `seconds` before `until`.
+                    started = to_iso(ends - timedelta(seconds=min(float(seconds), 86400.0)))
+                if isinstance(until, str):
+                    self.post(VerificationLoaded(env, event.deploy_id, started, until))
+                    return
+            break
+        self.post(VerificationLoaded(env))
 
     def _view(self, env: str, live_sha: str | None, recorded: tuple[str, str] | None) -> HealthView:
         checks = self.world.config.environment(env).health

@@ -43,6 +43,7 @@ from tui.loading import (
     OutputLoaded,
     PendingLoaded,
     RangesLoaded,
+    VerificationLoaded,
 )
 from tui.screens.help import HelpScreen
 from tui.widgets.commits import CommitTable
@@ -58,6 +59,7 @@ if TYPE_CHECKING:
 
 DEPLOY_EVENT = "deploy."  # deploy.started, .finished, .recorded, .imported
 HEALTH_EVENT = "health.changed"
+VERIFY_EVENTS = ("deploy.verifying", "deploy.verified")  # andon deploy watching a deploy's health
 PROBE_DELAY = 1.0  # seconds after the first frame before this dashboard's first probe
 SEVERITY: dict[str, Literal["information", "warning", "error"]] = {
     "down": "error", "degraded": "warning", "unknown": "warning", "healthy": "information"}
@@ -172,6 +174,10 @@ class MainScreen(Screen[None]):
     def load_health(self) -> None:
         self.loader.health(self.env, self.live.sha if self.live else None)
 
+    @work(thread=True, exclusive=True, group="verification", exit_on_error=False)
+    def load_verification(self, env: str) -> None:
+        self.loader.verification(env)
+
     @work(group="probe", exit_on_error=False)
     async def probe(self) -> None:
         """One round of the watcher (a no-op for environments someone else probes), then the next."""
@@ -194,6 +200,8 @@ class MainScreen(Screen[None]):
 
         await self.mount(HealthPanel(self.world.clock, id="health"), before=self.query_one("#pending"))
         self.load_health()
+        if self.env is not None:
+            self.load_verification(self.env)
         if self.health_interval is not None:
             self.set_interval(self.health_interval, self.load_health)
             # Probing starts once the first reads are done: a probe timed while the
@@ -329,6 +337,11 @@ class MainScreen(Screen[None]):
         if panel is not None and view is not None and view.env == self.env and view.live_sha == live:
             await panel.show(view)
 
+    def on_verification_loaded(self, message: VerificationLoaded) -> None:
+        panel = self.health_panel
+        if panel is not None and message.env == self.env:
+            panel.verifying(message.deploy_id, message.started, message.until)
+
     @property
     def health_panel(self) -> HealthPanel | None:
         found = self.query("#health")
@@ -341,6 +354,9 @@ class MainScreen(Screen[None]):
         are for the panels that will show them: hand them on here."""
         if any(kind == HEALTH_EVENT for kind, _ in message.changes.kinds) and self.health_panel is not None:
             self.load_health()
+        if self.env is not None and self.health_panel is not None and any(
+                kind in VERIFY_EVENTS and env == self.env for kind, env in message.changes.kinds):
+            self.load_verification(self.env)
         deployed = {env for kind, env in message.changes.kinds if kind.startswith(DEPLOY_EVENT)}
         if self.env is None and deployed:  # the very first deploy: show its environment
             self.reload()
@@ -437,8 +453,10 @@ class MainScreen(Screen[None]):
         self._show_selected()
         self._update_titles()
         self.load_deploys(env, PAGE, generation)
-        if self.health_panel is not None:
+        if (panel := self.health_panel) is not None:
+            panel.verifying(None, None, None)
             self.load_health()
+            self.load_verification(env)
 
     @on(RowList.RowHighlighted, "#deploys")
     def _deploy_highlighted(self, event: RowList.RowHighlighted) -> None:

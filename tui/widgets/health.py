@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
@@ -24,7 +24,7 @@ from textual.content import Content
 from textual.widgets import Sparkline, Static
 
 from backend.models import DEGRADED, DOWN, HEALTHY, UNKNOWN, UP, HealthSample
-from tui.format import age, when
+from tui.format import age, moment, when
 from tui.loading import CheckHealth, HealthView
 
 # Marks that read without colour; the colour is a theme variable.
@@ -33,7 +33,14 @@ ENV_MARK = {HEALTHY: "●", DEGRADED: "▲", DOWN: "✘", UNKNOWN: "?"}
 STATE_STYLE = {UP: "$success", HEALTHY: "$success", DEGRADED: "$warning", DOWN: "$error", UNKNOWN: "$text-muted"}
 DRIFT_WORD = {"behind": "behind", "drift": "drift", "unknown": "unknown version"}
 
+VERIFY_GRACE = 30  # seconds past its end a verification without a verdict is still shown
 NAME_WIDTH = 16  # at most: longer names are cut; the column is as wide as the longest name
+
+
+def minutes(seconds: float) -> str:
+    """``83.4`` as ``1:23``."""
+    whole = max(0, int(seconds + 0.5))
+    return f"{whole // 60}:{whole % 60:02d}"
 
 
 def latency_text(latency_ms: float | None) -> str:
@@ -164,6 +171,8 @@ class HealthPanel(Vertical):
         self.clock = clock
         self.view: HealthView | None = None
         self._showing = asyncio.Lock()  # one show at a time: rows are replaced across awaits
+        # andon deploy verifying a deploy here: (deploy id, watching since, until), counted down.
+        self.verification: tuple[int | None, datetime, datetime] | None = None
 
     def compose(self) -> ComposeResult:
         yield Static(id="health-none")
@@ -171,7 +180,22 @@ class HealthPanel(Vertical):
 
     def on_mount(self) -> None:
         self.border_title = "Health"
+        self.set_interval(1, self._tick)
 
+    def verifying(self, deploy_id: int | None, started: str | None, until: str | None) -> None:
+        """A deploy is being verified (``andon deploy`` watches its health) from ``started``
+        until ``until``; None: no verification running."""
+        begun, ends = moment(started), moment(until)
+        self.verification = (deploy_id, begun, ends) if begun and ends and ends > begun else None
+        self._retitle()
+
+    def _tick(self) -> None:
+        if self.verification is not None:
+            self._retitle()
+
+    def _retitle(self) -> None:
+        if self.view is not None:
+            self.border_title = self.title(self.view)
     async def show(self, view: HealthView) -> None:
         """Show ``view`` (the environment's checks and their samples, as just read)."""
         async with self._showing:
@@ -209,7 +233,20 @@ class HealthPanel(Vertical):
             # The time alone when it was today (UTC), else the date too.
             shown = stamp[11:] if stamp.startswith(now.strftime("%Y-%m-%d")) else stamp
             since = f" since {shown} ({age(view.since, now)} ago)"
-        return Content.assemble("Health of ", env, ": ", mark, since)
+        return Content.assemble("Health of ", env, ": ", mark, since, self.verification_text())
+
+    def verification_text(self) -> Content:
+        """" · verifying deploy #67 0:04 / 0:10" while andon deploy watches it, else nothing."""
+        if self.verification is None:
+            return Content("")
+        deploy_id, begun, ends = self.verification
+        now = self.clock()
+        if now > ends + timedelta(seconds=VERIFY_GRACE):  # its verdict never came: the deploy was stopped
+            return Content("")
+        which = f"deploy #{deploy_id}" if deploy_id is not None else "the deploy"
+        watched = minutes(min((now - begun).total_seconds(), (ends - begun).total_seconds()))
+        return Content.assemble(" · ", Content.styled(f"verifying {which} {watched} / "
+                                                      f"{minutes((ends - begun).total_seconds())}", "bold $accent"))
 
     @staticmethod
     def none_text(view: HealthView) -> Content:
