@@ -269,3 +269,36 @@ def test_a_kept_range_another_program_wrote_never_reaches_log_json_uncleaned(
     assert "\x1b" not in text, "a terminal escape from the file reaches stdout"
     assert "\u202e" not in text
     json.loads(text)  # '[not json]' is spliced in as is today
+
+
+LAST_WRITER = """
+import sys
+sys.path.insert(0, {root!r})
+from backend.store import DeployLog
+log = DeployLog.open(sys.argv[1])
+log.record("staging", "%040x" % 7, "succeeded", who="other process")
+log.close()
+"""
+
+
+def test_opening_a_second_log_in_a_process_keeps_the_first_ones_locks(tmp_path: Path) -> None:
+    """Closing any descriptor of a file drops the process's POSIX locks on it: if opening a log
+    read the file itself, a dashboard opening a second connection (its watcher) lost its
+    locks, and another process closing its last connection then removed the WAL under it."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "deploys.db"
+    first = DeployLog.open(path)
+    try:
+        first.record("production", sha(1), SUCCEEDED, who="ci")
+        second = DeployLog.open(path)  # the watcher's own connection
+        second.close()
+        script = tmp_path / "last.py"
+        script.write_text(LAST_WRITER.format(root=str(Path(__file__).resolve().parents[1])))
+        subprocess.run([sys.executable, str(script), str(path)], check=True, timeout=60)
+        # The other process was not the last connection: the WAL must still be there.
+        assert Path(f"{path}-wal").exists()
+        assert [d.env for d in first.deploys()] == ["staging", "production"]
+    finally:
+        first.close()

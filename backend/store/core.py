@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -196,17 +197,14 @@ class LogCore:
                 path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as error:
                 raise StoreError(f"deploy log {path}: cannot create its directory: {error.strerror}") from None
-        if path.exists():
-            try:
-                with path.open("rb") as handle:
-                    head = handle.read(len(SQLITE_MAGIC))
-            except OSError as error:
-                raise StoreError(f"deploy log {path}: cannot read: {error.strerror}") from None
-            if head and head != SQLITE_MAGIC:
-                raise StoreError(
-                    f"deploy log {path}: not an SQLite database (left untouched); "
-                    "point --db or ANDON_DB at a deploy log or a new file"
-                )
+        # The file is not read here before SQLite opens it: closing any descriptor of a file
+        # drops every POSIX lock this process holds on it, so a second log opened in a
+        # process that already has one (a dashboard's watcher) made SQLite think it was
+        # alone, and another process then removed the WAL under it ("disk image is
+        # malformed"). SQLite reads the header itself and writes nothing to a file that is
+        # not a database; that is told apart below, once the open has failed.
+        if path.exists() and not os.access(path, os.R_OK):
+            raise StoreError(f"deploy log {path}: cannot read: permission denied")
         try:
             conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False)
         except sqlite3.Error as error:
@@ -216,6 +214,13 @@ class LogCore:
             log._prepare()
         except sqlite3.DatabaseError as error:
             conn.close()
+            if "not a database" in str(error) and not _has_sqlite_header(path):
+                # No SQLite connection of this process can be using a file that is not a
+                # database, so reading its first bytes here cannot drop anyone's locks.
+                raise StoreError(
+                    f"deploy log {path}: not an SQLite database (left untouched); "
+                    "point --db or ANDON_DB at a deploy log or a new file"
+                ) from None
             raise StoreError(f"deploy log {path}: {explain(error)}") from None
         except StoreError:
             conn.close()
@@ -386,6 +391,14 @@ class LogCore:
         last = max((row[2] for row in rows), default=after)
         return Changes(last, frozenset((clean_line(str(kind)), env if env is None else clean_line(str(env)))
                                        for kind, env, _ in rows))
+
+
+def _has_sqlite_header(path: Path) -> bool:
+    try:
+        with path.open("rb") as handle:
+            return handle.read(len(SQLITE_MAGIC)) == SQLITE_MAGIC
+    except OSError:
+        return False
 
 
 def _split_sql(script: str) -> list[str]:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import functools
 import os
-import secrets
 import socket
 from datetime import timedelta
 from typing import NamedTuple
@@ -70,6 +69,8 @@ def holder_id() -> str:
 
     The random part tells apart two holders in one process (and a pid reused later).
     """
+    import secrets  # here, not at the top: it brings hashlib and hmac (3-4 ms) to the first frame
+
     return f"{hostname()}:{os.getpid()}:{secrets.token_hex(4)}"
 
 
