@@ -108,5 +108,14 @@ def bytes_need_cleaning(data: bytes) -> bool:
     return _BYTES_NEED_CLEANING.search(data) is not None
 
 
+def cell_text(value: object) -> str:
+    """Any value read from a file another program may have written, as one clean line."""
+    if value is None:
+        return ""
+    if isinstance(value, bytes):
+        return clean_line(decode(value))
+    return clean_line(str(value))
+
+
 def short(sha: str | None) -> str:
     return (sha or "")[:7]

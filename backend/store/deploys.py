@@ -31,7 +31,7 @@ from backend.config import ENV_NAME
 from backend.models import FINAL_STATUSES, INTERRUPTED, RUNNING, STATUSES, SUCCEEDED, Deploy, to_iso
 from backend.processes import alive
 from backend.store.core import LogCore, StoreError, explain, guard
-from backend.text import clean, clean_line, has_controls
+from backend.text import cell_text, clean, clean_line, has_controls
 
 SCHEMA = """
 CREATE TABLE deploys (
@@ -401,21 +401,13 @@ def _show(value: object) -> str:
     return repr(clean_line(str(value))[:40])
 
 
-def _text(value: object) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, bytes):
-        return clean_line(value.decode("utf-8", errors="replace"))
-    return clean_line(str(value))
-
-
 def _stand_in(row: tuple[Any, ...], status: object, damage: str) -> Deploy:
     """A damaged row as something every screen can show: all text, cleaned."""
     (id_, env, sha, prev, _, who, trigger, reason, started, finished, code, output, reverts, _, _) = row
     good_prev = prev if isinstance(prev, str) and _SHA.match(prev) else None
     return Deploy(
-        id_, _text(env), _text(sha), good_prev, _text(status), _text(who), _text(trigger), _text(reason),
-        _text(started), _text(finished) if finished is not None else None,
+        id_, cell_text(env), cell_text(sha), good_prev, cell_text(status), cell_text(who), cell_text(trigger), cell_text(reason),
+        cell_text(started), cell_text(finished) if finished is not None else None,
         code if type(code) is int else None, clean(_text_multi(output)),
         reverts if type(reverts) is int else None, damaged=f"deploy #{id_} is damaged: {damage}",
     )

@@ -33,7 +33,7 @@ from backend.models import to_iso
 from backend.processes import alive
 from backend.store.core import LogCore, StoreError, guard
 from backend.store.deploys import _TIME
-from backend.text import clean_line
+from backend.text import cell_text
 
 SCHEMA = """
 CREATE TABLE leases (
@@ -121,8 +121,8 @@ class LeasesMixin(LogCore):
         if row is None:
             return None
         name_, holder, host, pid, renewed, expires = row
-        return Lease(_text(name_), _text(holder), _text(host), pid if type(pid) is int else None,
-                     _text(renewed), _text(expires))
+        return Lease(cell_text(name_), cell_text(holder), cell_text(host), pid if type(pid) is int else None,
+                     cell_text(renewed), cell_text(expires))
 
 
 def _expired(expires_at: object, now: str) -> bool:
@@ -135,9 +135,3 @@ def _dead_here(host: object, pid: object, here: str) -> bool:
     return host == here and type(pid) is int and 0 < pid < 2**31 and not alive(pid)
 
 
-def _text(value: object) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, bytes):
-        return clean_line(value.decode("utf-8", errors="replace"))
-    return clean_line(str(value))
