@@ -24,6 +24,7 @@ screenshots: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run
 	$(BIN)/python -m benchmarks.health
+	$(BIN)/python -m benchmarks.health_dashboard
 
 lint: $(STAMP)
 	$(BIN)/ruff check backend tui tests benchmarks

@@ -34,13 +34,18 @@ SERVER = textwrap.dedent('''
     RESPONSE = (b"HTTP/1.1 200 OK\\r\\nContent-Type: application/json\\r\\nContent-Length: "
                 + str(len(BODY)).encode() + b"\\r\\n\\r\\n" + BODY)
 
+    DOWN = (b"HTTP/1.1 503 Service Unavailable\\r\\nContent-Length: 0\\r\\n\\r\\n")
+    FLAG = sys.argv[1] if len(sys.argv) > 1 else None
+
     async def serve(reader, writer):
+        import os
         try:
             while True:
                 head = await reader.readuntil(b"\\r\\n\\r\\n")
                 if not head:
                     break
-                writer.write(RESPONSE)
+                down = FLAG and b" /healthz/0/" in head and os.path.exists(FLAG)
+                writer.write(DOWN if down else RESPONSE)
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
