@@ -219,10 +219,9 @@ class MainScreen(Screen[None]):
             from backend.watcher import HealthWatcher
 
             _tls_context()
-            # The dashboard's own connection, not a second one: opening another in this
-            # process (LogCore.open reads the file's header with a plain open and close)
-            # drops this process's SQLite locks, and the next andon to close its
-            # connection then deletes the WAL under the dashboard ("malformed").
+            # The dashboard's own connection, not a second one: one connection a process
+            # is enough, and what this watcher records is read back right after each round
+            # it probed (below), so the poller need not see its own writes.
             return HealthWatcher(self.world, log=self.world.log)
 
         self.watcher = await asyncio.to_thread(prepare)
