@@ -15,7 +15,7 @@ from backend.history import Range
 from backend.models import Commit
 from backend.store import Changes, DeployLog, StoreError
 from backend.world import World, resolve_world
-from tests.conftest import Repo
+from tests.conftest import Repo, wait_for
 from tui.app import make_app
 from tui.commands import ACTIONS
 from tui.first_screen import load_first_screen
@@ -120,16 +120,6 @@ async def test_a_deploy_written_by_another_process_appears_without_a_key_press(h
             if len(rows(app)) == 2:
                 break
         assert rows(app) == [shas[5][:7], shas[1][:7]]
-
-
-async def wait_for(pilot, condition, seconds: float = 5.0) -> bool:  # type: ignore[no-untyped-def]
-    """Let the app run until ``condition()`` holds (True) or ``seconds`` pass (False)."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        await pilot.pause(0.02)
-    return condition()
 
 
 async def test_only_a_deploy_to_the_shown_environment_reloads_its_list(history) -> None:

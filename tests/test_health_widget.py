@@ -22,7 +22,7 @@ from backend.demo import DemoService
 from backend.models import DEGRADED, DOWN, UP, HealthSample, to_iso
 from backend.store import DeployLog
 from backend.world import World, resolve_world
-from tests.conftest import Repo, raw
+from tests.conftest import Repo, raw, wait_for
 from tui.app import make_app
 from tui.first_screen import load_first_screen
 from tui.loading import health_news
@@ -131,15 +131,6 @@ def rows_of(app) -> dict[str, str]:  # type: ignore[no-untyped-def]
 async def open_dashboard(made: World_, size: tuple[int, int] = (120, 40), **kwargs):  # type: ignore[no-untyped-def]
     world = world_for(made)
     return make_app(world, first=load_first_screen(world), **kwargs)
-
-
-async def wait_for(pilot, condition, seconds: float = 5.0) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        await pilot.pause(0.02)
-    return condition()
 
 
 # -- pure formatting ----------------------------------------------------------------------
