@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sqlite3
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -32,8 +33,25 @@ def isolated(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Monke
     monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
     for key, value in ISOLATED_ENV.items():
         monkeypatch.setenv(key, value)
-    for key in ("ANDON_DB", "ANDON_USER", "CI", "GIT_DIR", "GIT_WORK_TREE"):
+    for key in ("ANDON_DB", "ANDON_USER", "CI", "GIT_DIR", "GIT_WORK_TREE", *PROXY_VARIABLES):
         monkeypatch.delenv(key, raising=False)
+
+
+PROXY_VARIABLES = tuple(f"{name}_proxy" for name in ("http", "https", "all", "no")) + tuple(
+    f"{name.upper()}_PROXY" for name in ("http", "https", "all", "no"))
+
+
+def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Callable[[], asyncio.AbstractEventLoop]] | None:
+    """The prober's tests run on both loops it runs on (backend.health.new_event_loop): uvloop's and asyncio's."""
+    if item.path.name != "test_health.py":
+        return None
+    factories: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {"asyncio": asyncio.new_event_loop}
+    try:
+        import uvloop
+    except ImportError:  # not installed on this platform: new_event_loop falls back to asyncio's
+        return factories
+    factories["uvloop"] = uvloop.new_event_loop
+    return factories
 
 
 def one_line(error: BaseException) -> str:

@@ -6,6 +6,8 @@ Every probe test asserts the check's state and its error text. Timeouts are shor
 
 from __future__ import annotations
 
+import asyncio
+import importlib.util
 import json
 import os
 import shutil
@@ -490,6 +492,89 @@ async def test_secret_headers_stay_with_their_origin(make_service: Callable[[], 
     assert "X-Api-Key" not in away_echo and "Authorization" not in away_echo  # another origin: dropped
 
 
+# -- the wire: what the direct path (backend/http1.py) must read like any HTTP client ------------
+
+BODY = json.dumps({"build": {"sha": SHA}}).encode()
+
+
+def raw(data: bytes) -> Callable[[_Handler], None]:
+    """A route that answers with exactly these bytes, then closes the connection."""
+    return lambda handler: (handler.wfile.write(data), handler.wfile.flush())
+
+
+def chunked(body: bytes, size: int = 7) -> bytes:
+    parts = [b"%x\r\n%s\r\n" % (len(body[i:i + size]), body[i:i + size]) for i in range(0, len(body), size)]
+    return b"".join(parts) + b"0\r\n\r\n"
+
+
+@pytest.mark.parametrize("answer", [
+    pytest.param(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked(BODY), id="chunked"),
+    pytest.param(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + BODY, id="until-close"),
+    pytest.param(b"HTTP/1.0 200 OK\r\n\r\n" + BODY, id="http-1.0"),
+    pytest.param(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s"
+                 % (len(BODY), BODY), id="informational-first"),
+])
+async def test_every_way_of_framing_a_body_is_read(service: Service, answer: bytes) -> None:
+    service.routes["/framed"] = raw(answer)
+    sample, _ = await one(check(service.url("/framed"), version="build.sha"))
+    assert (sample.state, sample.status_code, sample.version, sample.error) == (UP, 200, SHA, "")
+
+
+@pytest.mark.parametrize("answer", [
+    pytest.param(b"SSH-2.0-OpenSSH_9.6\r\n", id="not-http"),
+    pytest.param(b"HTTP/1.1 2000 OK\r\nContent-Length: 0\r\n\r\n", id="bad-status"),
+    pytest.param(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 7\r\n\r\nhello", id="two-lengths"),
+    pytest.param(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", id="bad-chunk"),
+])
+async def test_an_answer_that_is_not_valid_http_is_down(service: Service, answer: bytes) -> None:
+    service.routes["/garbage"] = raw(answer)
+    sample, _ = await one(check(service.url("/garbage")))
+    assert (sample.state, sample.status_code, sample.error) == (DOWN, None, "invalid HTTP response")
+
+
+@pytest.mark.parametrize("head", [
+    pytest.param(b"HTTP/1.1 200 OK\r\n" + b"X-Pad: " + b"x" * 100 + b"\r\n" * 1 + b"".join(
+        b"X-Pad-%d: %s\r\n" % (i, b"x" * 100) for i in range(200)) + b"Content-Length: 0\r\n\r\n", id="many"),
+    pytest.param(b"HTTP/1.1 200 OK\r\nX-Endless: " + b"x" * (200 * 1024), id="endless-line"),
+])
+async def test_response_headers_beyond_the_cap_are_down(service: Service, head: bytes) -> None:
+    service.routes["/headers"] = raw(head)
+    sample, _ = await one(check(service.url("/headers")))
+    assert (sample.state, sample.error) == (DOWN, "response headers larger than 16 KiB")
+
+
+async def test_credentials_in_the_url_are_sent_to_its_origin_only(make_service: Callable[[], Service]) -> None:
+    home, elsewhere = make_service(), make_service()
+    for service in (home, elsewhere):
+        service.routes["/echo"] = lambda handler: reply(handler, 200, b"{}")
+    home.routes["/away"] = lambda handler: reply(handler, 302, b"", (("Location", elsewhere.url("/echo")),))
+    with_user = home.url("/echo").replace("http://", "http://probe:s%40cret@")
+    away = home.url("/away").replace("http://", "http://probe:s%40cret@")
+    here, there = await probe_all({"prod": [check(with_user, name="here"), check(away, name="there")]}, clock=clock)
+    assert (here.state, here.error, there.state, there.error) == (UP, "", UP, "")
+    home_echo = [sent for path, sent in home.requests if path == "/echo"]
+    assert home_echo[0]["Authorization"] == "Basic cHJvYmU6c0BjcmV0"  # probe:s@cret
+    (away_echo,) = [sent for path, sent in elsewhere.requests if path == "/echo"]
+    assert "Authorization" not in away_echo
+
+
+async def test_a_proxy_named_in_the_environment_carries_every_probe(
+        make_service: Callable[[], Service], monkeypatch: pytest.MonkeyPatch) -> None:
+    """With HTTP_PROXY set, probes go through httpx, which sends them to the proxy (absolute-form
+    request lines); the service's own port is closed, so only the proxy can have answered."""
+    proxy = make_service()
+    target = f"http://127.0.0.1:{_closed_port()}/healthz"
+    proxy.routes[target] = json_reply({"build": {"sha": SHA}})
+    monkeypatch.setenv("HTTP_PROXY", proxy.url(""))
+    sample, _ = await one(check(target, version="build.sha"))
+    assert (sample.state, sample.version, sample.error) == (UP, SHA, "")
+    assert [path for path, _ in proxy.requests] == [target]
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")  # ...and honours NO_PROXY: straight to the closed port
+    sample, _ = await one(check(target, version="build.sha"))
+    assert (sample.state, sample.error) == (DOWN, "connection refused")
+    assert len(proxy.requests) == 1
+
+
 # -- no connection ------------------------------------------------------------------------------
 
 
@@ -740,3 +825,14 @@ def test_drift_asks_contains_with_the_commit_and_the_live_sha() -> None:
 
 def test_caps_are_what_the_errors_say() -> None:
     assert BODY_CAP == 64 * 1024  # "body larger than 64 KiB"
+
+
+def test_probes_run_on_uvloop_where_it_is_installed() -> None:
+    """andon health, andon watch and the dashboard's prober all start their loop through run()/new_event_loop()."""
+    from backend.health import run
+
+    async def which() -> str:
+        return type(asyncio.get_running_loop()).__module__
+
+    expected = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    assert run(which()).split(".")[0] == expected
