@@ -21,6 +21,9 @@ DEFAULT_TIMEOUT = 1800.0
 DEFAULT_HEALTH_INTERVAL = 5.0
 DEFAULT_HEALTH_TIMEOUT = 2.0
 DEFAULT_VERIFY_FAILURES = 3
+DEFAULT_ROLLBACK_GRACE = 5.0  # seconds to cancel a rollback before its action starts
+NOTIFY_KINDS = ("slack", "mattermost", "discord", "teams", "webhook")
+HTTP_METHODS = ("POST", "PUT", "PATCH")
 # \Z, not $: "$" also matches before a trailing newline, letting "prod\n" through.
 ENV_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}\Z")
 
@@ -47,14 +50,53 @@ class HealthCheck(NamedTuple):
     headers: tuple[tuple[str, str], ...] = ()
 
 
+class HttpAction(NamedTuple):
+    """A deploy or rollback action that is an HTTP request (a CI system's API) instead of a command.
+
+    Success is a 2xx answer. ``{sha}`` (and the other placeholders a command takes) is
+    substituted in every string of the body; the URL and the header values come from
+    environment variables, read when the action runs: never from the file.
+    """
+
+    url_env: str  # NAME of the environment variable holding the URL
+    body: str = "null"  # the JSON body, as JSON text (immutable; placeholders substituted per string)
+    headers: tuple[tuple[str, str], ...] = ()  # (header name, NAME of the variable holding its value)
+    method: str = "POST"
+
+
+# A command (argv, placeholders in each part) or an HTTP request.
+Action = tuple[str, ...] | HttpAction
+
+
 class Environment(NamedTuple):
     name: str
-    deploy: tuple[str, ...] | None = None
-    rollback: tuple[str, ...] | None = None
+    deploy: Action | None = None
+    rollback: Action | None = None  # None: a rollback runs the deploy action with the target SHA
     timeout: float = DEFAULT_TIMEOUT
     health: tuple[HealthCheck, ...] = ()
     verify_seconds: float = 0.0  # after a deploy, watch its health this long (0: no verification)
     verify_failures: int = DEFAULT_VERIFY_FAILURES  # failed rounds in a row that make it unhealthy
+    rollback_grace_seconds: float = DEFAULT_ROLLBACK_GRACE  # cancel window before a rollback runs (0: none)
+    auto_stop: bool = True  # a deploy that fails its health verification stops the line
+    auto_rollback: bool = False  # ...and rolls back without a person (needs auto_stop)
+
+
+class Notifier(NamedTuple):
+    """One ``[[notify]]`` receiver: where the line's news goes (delivered by backend/notify.py)."""
+
+    kind: str  # one of NOTIFY_KINDS
+    url_env: str  # NAME of the environment variable holding the webhook URL
+    environments: tuple[str, ...] | None = None  # None: every environment
+    secret_env: str | None = None  # webhook only: NAME of the variable holding the HMAC key
+
+    @property
+    def key(self) -> str:
+        """The receiver's identity in the log's outbox (unique within a configuration)."""
+        return f"{self.kind}:{self.url_env}"
+
+    def wants(self, env: str | None) -> bool:
+        """Whether news of ``env`` goes to this receiver (news of no environment goes everywhere)."""
+        return env is None or self.environments is None or env in self.environments
 
 
 class Config(NamedTuple):
@@ -62,14 +104,18 @@ class Config(NamedTuple):
     db: str | None = None
     environments: Mapping[str, Environment] = MappingProxyType({})  # read-only: a default is shared
     source: Path | None = None
+    notifiers: tuple[Notifier, ...] = ()
 
     def environment(self, name: str) -> Environment:
         """The named environment; one that is not configured gets the defaults."""
         return self.environments.get(name) or Environment(name)
 
 
-_TOP_KEYS = {"branch", "db", "environments"}
-_ENV_KEYS = {"deploy", "health", "rollback", "timeout", "verify_failures", "verify_seconds"}
+_TOP_KEYS = {"branch", "db", "environments", "notify"}
+_ENV_KEYS = {"auto_rollback", "auto_stop", "deploy", "health", "rollback", "rollback_grace_seconds", "timeout",
+             "verify_failures", "verify_seconds"}
+_HTTP_ACTION_KEYS = {"body", "headers", "method", "url_env"}
+_NOTIFY_KEYS = {"environments", "kind", "secret_env", "url_env"}
 _CHECK_KEYS = {"degraded_ms", "expect", "headers", "interval", "name", "timeout", "url", "version"}
 # An HTTP header name (RFC 9110 token) and an environment variable name (POSIX, portable).
 HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
@@ -301,23 +347,10 @@ def parse(data: dict[str, Any], path: Path, text: str, prefix: str = "") -> Conf
         for sub in raw:
             if sub not in _ENV_KEYS:
                 raise fail(f"{key}.{sub}", f"is not a known key (known: {', '.join(sorted(_ENV_KEYS))})")
-        actions: dict[str, tuple[str, ...] | None] = {}
+        actions: dict[str, Action | None] = {}
         for action in ("deploy", "rollback"):
             value = raw.get(action)
-            if value is None:
-                actions[action] = None
-                continue
-            if (
-                not isinstance(value, list)
-                or not value
-                or not all(isinstance(part, str) for part in value)
-                or not value[0].strip()
-            ):
-                raise fail(
-                    f"{key}.{action}",
-                    f'must be a command as a list of strings, like ["./deploy.sh", "{{sha}}"], not {_describe(value)}',
-                )
-            actions[action] = tuple(value)
+            actions[action] = None if value is None else _parse_action(value, f"{key}.{action}", fail)
         timeout = raw.get("timeout", DEFAULT_TIMEOUT)
         if not _is_number(timeout) or timeout <= 0:
             raise fail(f"{key}.timeout", f"must be a positive number of seconds, not {_describe(timeout)}")
@@ -335,11 +368,123 @@ def parse(data: dict[str, Any], path: Path, text: str, prefix: str = "") -> Conf
         taken: dict[str, int] = {}
         health = tuple(_parse_check(check, f"{key}.health[{index}]", taken, index, fail)
                        for index, check in enumerate(raw_health))
+        grace = raw.get("rollback_grace_seconds", DEFAULT_ROLLBACK_GRACE)
+        if not _is_number(grace) or grace < 0 or grace > 600:
+            raise fail(f"{key}.rollback_grace_seconds",
+                       f"must be a number of seconds from 0 (no grace) to 600, not {_describe(grace)}")
+        switches = {}
+        for switch, default in (("auto_stop", True), ("auto_rollback", False)):
+            value = raw.get(switch, default)
+            if not isinstance(value, bool):
+                raise fail(f"{key}.{switch}", f"must be true or false, not {_describe(value)}")
+            switches[switch] = value
+        if switches["auto_rollback"] and not switches["auto_stop"]:
+            raise fail(f"{key}.auto_rollback", "needs auto_stop = true: a rollback stops the line first")
         environments[name] = Environment(
             name, actions["deploy"], actions["rollback"], float(timeout),
-            health, float(verify_seconds), verify_failures,
+            health, float(verify_seconds), verify_failures, float(grace),
+            switches["auto_stop"], switches["auto_rollback"],
         )
-    return Config(branch=branch, db=db, environments=environments, source=path)
+    notifiers = _parse_notifiers(data.get("notify", []), environments, fail)
+    return Config(branch=branch, db=db, environments=environments, source=path, notifiers=notifiers)
+
+
+def _variable(value: Any, key: str, what: str, fail: Callable[[str, str], ConfigError]) -> str:
+    """The NAME of an environment variable (never echo a value that is not one: it may be the secret)."""
+    if not isinstance(value, str) or not ENV_VAR_NAME.match(value):
+        raise fail(key, f"must be the NAME of an environment variable that holds {what} "
+                        "(letters, digits, '_'), not the value itself")
+    return value
+
+
+def _variable_headers(raw: Any, key: str, fail: Callable[[str, str], ConfigError]) -> tuple[tuple[str, str], ...]:
+    if not isinstance(raw, dict):
+        raise fail(key, 'must be a table of header names and environment variable names, '
+                        'like { Authorization = "CI_TOKEN" }')
+    headers: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    for header, variable in raw.items():
+        if not HEADER_NAME.match(header):
+            raise fail(key, f"has a header name that is not allowed: {_describe(header)}")
+        if header.lower() in seen:
+            raise fail(key, f"names the header {header!r} twice")
+        seen.add(header.lower())
+        if not isinstance(variable, str) or not ENV_VAR_NAME.match(variable):
+            # Never echo the value: it may be the secret itself, pasted by mistake.
+            raise fail(key, f"{header} must be the NAME of an environment variable that holds "
+                            "the value (letters, digits, '_'), not the value itself")
+        headers.append((header, variable))
+    return tuple(headers)
+
+
+def _parse_action(value: Any, key: str, fail: Callable[[str, str], ConfigError]) -> Action:
+    """A command (a non-empty list of strings) or an HTTP request (a table with url_env)."""
+    if isinstance(value, dict):
+        for sub in value:
+            if sub not in _HTTP_ACTION_KEYS:
+                raise fail(f"{key}.{sub}", f"is not a known key (known: {', '.join(sorted(_HTTP_ACTION_KEYS))})")
+        if "url_env" not in value:
+            raise fail(key, 'as an HTTP request needs url_env = "VARIABLE" (the variable holds the URL)')
+        url_env = _variable(value["url_env"], f"{key}.url_env", "the URL", fail)
+        method = value.get("method", "POST")
+        if not isinstance(method, str) or method.upper() not in HTTP_METHODS:
+            raise fail(f"{key}.method", f"must be one of {', '.join(HTTP_METHODS)}, not {_describe(method)}")
+        import json
+
+        body = json.dumps(value.get("body"), separators=(",", ":"), default=str)  # TOML dates become text
+        headers = _variable_headers(value.get("headers", {}), f"{key}.headers", fail)
+        return HttpAction(url_env, body, headers, method.upper())
+    if (
+        not isinstance(value, list)
+        or not value
+        or not all(isinstance(part, str) for part in value)
+        or not value[0].strip()
+    ):
+        raise fail(key, f'must be a command like ["./deploy.sh", "{{sha}}"] or a request like '
+                        f'{{ url_env = "CI_URL" }}, not {_describe(value)}')
+    return tuple(value)
+
+
+def _parse_notifiers(raw: Any, environments: Mapping[str, Environment],
+                     fail: Callable[[str, str], ConfigError]) -> tuple[Notifier, ...]:
+    if not isinstance(raw, list):
+        raise fail("notify", f"must be a list of receivers ([[notify]]), not {_describe(raw)}")
+    found: list[Notifier] = []
+    taken: dict[str, int] = {}
+    for index, entry in enumerate(raw):
+        key = f"notify[{index}]"
+        if not isinstance(entry, dict):
+            raise fail(key, "must be a table with kind and url_env ([[notify]])")
+        for sub in entry:
+            if sub not in _NOTIFY_KEYS:
+                raise fail(f"{key}.{sub}", f"is not a known key (known: {', '.join(sorted(_NOTIFY_KEYS))})")
+        kind = entry.get("kind")
+        if kind not in NOTIFY_KINDS:
+            raise fail(f"{key}.kind", f"must be one of {', '.join(NOTIFY_KINDS)}, not {_describe(kind)}")
+        if "url_env" not in entry:
+            raise fail(key, 'needs url_env = "VARIABLE" (the variable holds the webhook URL: never the file)')
+        url_env = _variable(entry["url_env"], f"{key}.url_env", "the webhook URL", fail)
+        secret_env = entry.get("secret_env")
+        if secret_env is not None:
+            if kind != "webhook":
+                raise fail(f"{key}.secret_env", f'is for kind = "webhook" only (this one is {kind!r})')
+            secret_env = _variable(secret_env, f"{key}.secret_env", "the signing secret", fail)
+        envs = entry.get("environments")
+        if envs is not None:
+            if not isinstance(envs, list) or not envs or not all(isinstance(e, str) for e in envs):
+                raise fail(f"{key}.environments", f'must be a list of environment names like ["production"], '
+                                                  f"not {_describe(envs)}")
+            for env in envs:
+                if not ENV_NAME.match(env):
+                    raise fail(f"{key}.environments", f"names {env!r}, which is not a valid environment name")
+            envs = tuple(dict.fromkeys(envs))
+        notifier = Notifier(kind, url_env, envs, secret_env)
+        if notifier.key in taken:
+            raise fail(f"{key}.url_env", f"{url_env} is already the {kind} receiver of notify[{taken[notifier.key]}]:"
+                                         " each receiver once")
+        taken[notifier.key] = index
+        found.append(notifier)
+    return tuple(found)
 
 
 def load_file(path: Path) -> Config:

@@ -34,7 +34,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from backend import AndonError
-from backend.config import Environment, check_environment_name
+from backend.config import Environment, HttpAction, check_environment_name
 from backend.models import DOWN, FAILED, INTERRUPTED, SUCCEEDED, UNHEALTHY, Deploy, HealthSample, to_iso
 from backend.runner import RunError, Runner, substitute
 from backend.text import short
@@ -93,6 +93,9 @@ def deploy(
                 f"environment {env!r} has no deploy action in {where}: configure "
                 f"environments.{env}.deploy or give the command after --"
             )
+        if isinstance(settings.deploy, HttpAction):
+            # Until the HTTP runner lands (issue 8, in progress): refuse before anything is recorded.
+            raise AndonError(f"environment {env!r}: a deploy action that is an HTTP request cannot run yet")
         command = settings.deploy
     sha = world.history.resolve(revision)
     trigger = trigger or ("ci" if os.environ.get("CI") else "manual")

@@ -13,6 +13,8 @@ from backend.config import (
     ConfigError,
     Environment,
     HealthCheck,
+    HttpAction,
+    Notifier,
     check_environment_name,
     find,
     load,
@@ -133,14 +135,15 @@ def test_missing_explicit_file_is_one_line(tmp_path: Path) -> None:
 
 def test_unknown_top_level_key_names_file_line_and_known_keys(tmp_path: Path) -> None:
     path = write(tmp_path, 'branch = "main"\ncolour = "red"\n')
-    assert config_error(path) == "andon.toml:2: colour is not a known key (known: branch, db, environments)"
+    assert config_error(path) == "andon.toml:2: colour is not a known key (known: branch, db, environments, notify)"
 
 
 def test_unknown_key_inside_an_environment_names_the_full_key(tmp_path: Path) -> None:
     path = write(tmp_path, '[environments.prod]\ndeploy = ["x"]\ntimout = 5\n')
     message = config_error(path)
     assert message.startswith("andon.toml:3: environments.prod.timout is not a known key")
-    assert message.endswith("(known: deploy, health, rollback, timeout, verify_failures, verify_seconds)")
+    assert message.endswith("(known: auto_rollback, auto_stop, deploy, health, rollback, rollback_grace_seconds, "
+                            "timeout, verify_failures, verify_seconds)")
 
 
 @pytest.mark.parametrize(
@@ -164,12 +167,13 @@ def test_error_line_points_at_the_environment_that_is_wrong(tmp_path: Path) -> N
 
 @pytest.mark.parametrize(
     "value",
-    ['"./deploy.sh {sha}"', "[]", '["./deploy.sh", 3]', "[1, 2]", '["  ", "x"]', "42", "{ cmd = 'x' }"],
+    ['"./deploy.sh {sha}"', "[]", '["./deploy.sh", 3]', "[1, 2]", '["  ", "x"]', "42"],
 )
 def test_deploy_must_be_a_non_empty_list_of_strings(tmp_path: Path, value: str) -> None:
     path = write(tmp_path, f"[environments.prod]\ndeploy = {value}\n")
     message = config_error(path)
-    assert message.startswith("andon.toml:2: environments.prod.deploy must be a command as a list of strings")
+    assert message.startswith("andon.toml:2: environments.prod.deploy must be a command like "
+                              '["./deploy.sh", "{sha}"] or a request like { url_env = "CI_URL" }, not ')
 
 
 def test_rollback_is_checked_like_deploy(tmp_path: Path) -> None:
@@ -231,7 +235,7 @@ def test_pyproject_errors_say_tool_andon_key(tmp_path: Path) -> None:
                  "pyproject.toml")
     # The line is the one under [tool.andon], not the same key in another tool's table.
     assert config_error(path) == (
-        "pyproject.toml:6: tool.andon.colour is not a known key (known: branch, db, environments)"
+        "pyproject.toml:6: tool.andon.colour is not a known key (known: branch, db, environments, notify)"
     )
 
 
@@ -495,3 +499,97 @@ def test_a_url_with_an_escape_sequence_gives_one_line(tmp_path: Path) -> None:
     assert config_error(path) == (
         "andon.toml:6: environments.prod.health[0].url must be a URL without spaces or control characters"
     )
+
+
+# -- stop the line: actions, grace, automatic stop, receivers --------------------------------
+
+
+def test_an_action_may_be_an_http_request(tmp_path: Path) -> None:
+    path = write(tmp_path, '[environments.prod]\ndeploy = ["./deploy.sh", "{sha}"]\n'
+                           'rollback = { url_env = "ANDON_ROLLBACK_URL", body = { ref = "main", inputs = { sha = "{sha}" } },'
+                           ' headers = { Authorization = "CI_TOKEN" } }\n')
+    env = load(None, path).environment("prod")
+    assert env.deploy == ("./deploy.sh", "{sha}")
+    assert env.rollback == HttpAction("ANDON_ROLLBACK_URL", '{"ref":"main","inputs":{"sha":"{sha}"}}',
+                                      (("Authorization", "CI_TOKEN"),), "POST")
+    assert (env.rollback_grace_seconds, env.auto_stop, env.auto_rollback) == (5.0, True, False)
+
+
+def test_an_http_action_with_a_method_and_no_body(tmp_path: Path) -> None:
+    path = write(tmp_path, '[environments.prod.deploy]\nurl_env = "HOOK"\nmethod = "put"\n')
+    assert load(None, path).environment("prod").deploy == HttpAction("HOOK", "null", (), "PUT")
+
+
+@pytest.mark.parametrize(("value", "error"), [
+    ('{ url = "https://ci.example.com" }',
+     "environments.prod.rollback.url is not a known key (known: body, headers, method, url_env)"),
+    ('{ body = {} }', 'environments.prod.rollback as an HTTP request needs url_env = "VARIABLE"'),
+    ('{ url_env = "https://ci.example.com/hook?token=s3cret" }',
+     "environments.prod.rollback.url_env must be the NAME of an environment variable that holds the URL"),
+    ('{ url_env = "HOOK", method = "DELETE" }', "environments.prod.rollback.method must be one of POST, PUT, PATCH"),
+    ('{ url_env = "HOOK", headers = { Authorization = "Bearer s3cret" } }',
+     "environments.prod.rollback.headers Authorization must be the NAME of an environment variable"),
+    ('{ url_env = "HOOK", headers = "CI_TOKEN" }', "environments.prod.rollback.headers must be a table"),
+])
+def test_http_action_errors_are_one_line_and_never_echo_a_secret(tmp_path: Path, value: str, error: str) -> None:
+    path = write(tmp_path, f'[environments.prod]\nrollback = {value}\n')
+    message = config_error(path)
+    assert error in message and "s3cret" not in message, message
+
+
+@pytest.mark.parametrize(("line", "error"), [
+    ("rollback_grace_seconds = -1", "rollback_grace_seconds must be a number of seconds from 0 (no grace) to 600, not -1"),
+    ("rollback_grace_seconds = 601", "from 0 (no grace) to 600, not 601"),
+    ("rollback_grace_seconds = nan", "from 0 (no grace) to 600, not nan"),
+    ('rollback_grace_seconds = "5"', "not '5'"),
+    ('auto_stop = "yes"', "environments.prod.auto_stop must be true or false, not 'yes'"),
+    ("auto_rollback = 1", "environments.prod.auto_rollback must be true or false, not 1"),
+    ("auto_stop = false\nauto_rollback = true",
+     "environments.prod.auto_rollback needs auto_stop = true: a rollback stops the line first"),
+])
+def test_grace_and_automatic_stop_errors(tmp_path: Path, line: str, error: str) -> None:
+    path = write(tmp_path, f"[environments.prod]\n{line}\n")
+    assert error in config_error(path)
+
+
+def test_grace_zero_and_automatic_rollback_load(tmp_path: Path) -> None:
+    path = write(tmp_path, "[environments.prod]\nrollback_grace_seconds = 0\nauto_rollback = true\n")
+    env = load(None, path).environment("prod")
+    assert (env.rollback_grace_seconds, env.auto_stop, env.auto_rollback) == (0.0, True, True)
+
+
+def test_receivers_load_in_order(tmp_path: Path) -> None:
+    path = write(tmp_path, '[[notify]]\nkind = "slack"\nurl_env = "ANDON_SLACK_URL"\nenvironments = ["production"]\n\n'
+                           '[[notify]]\nkind = "webhook"\nurl_env = "HOOK_URL"\nsecret_env = "HOOK_SECRET"\n')
+    first, second = load(None, path).notifiers
+    assert first == Notifier("slack", "ANDON_SLACK_URL", ("production",), None)
+    assert second == Notifier("webhook", "HOOK_URL", None, "HOOK_SECRET")
+    assert (first.key, second.key) == ("slack:ANDON_SLACK_URL", "webhook:HOOK_URL")
+    assert (first.wants("production"), first.wants("staging"), first.wants(None), second.wants("staging")) == (
+        True, False, True, True)
+
+
+def test_no_receivers_by_default(tmp_path: Path) -> None:
+    assert load(None, write(tmp_path, "")).notifiers == ()
+
+
+@pytest.mark.parametrize(("text", "error"), [
+    ('notify = "slack"', "notify must be a list of receivers ([[notify]])"),
+    ('[[notify]]\nkind = "irc"\nurl_env = "X"', "notify[0].kind must be one of slack, mattermost, discord, teams, webhook"),
+    ('[[notify]]\nkind = "slack"', 'notify[0] needs url_env = "VARIABLE"'),
+    ('[[notify]]\nkind = "slack"\nurl = "https://hooks.slack.com/x"', "notify[0].url is not a known key"),
+    ('[[notify]]\nkind = "slack"\nurl_env = "https://hooks.slack.com/services/s3cret"',
+     "notify[0].url_env must be the NAME of an environment variable that holds the webhook URL"),
+    ('[[notify]]\nkind = "slack"\nurl_env = "X"\nsecret_env = "S"', 'notify[0].secret_env is for kind = "webhook" only'),
+    ('[[notify]]\nkind = "webhook"\nurl_env = "X"\nsecret_env = "s3cret value"',
+     "notify[0].secret_env must be the NAME of an environment variable that holds the signing secret"),
+    ('[[notify]]\nkind = "slack"\nurl_env = "X"\nenvironments = "production"',
+     'notify[0].environments must be a list of environment names like ["production"]'),
+    ('[[notify]]\nkind = "slack"\nurl_env = "X"\nenvironments = ["prod uction"]',
+     "notify[0].environments names 'prod uction', which is not a valid environment name"),
+    ('[[notify]]\nkind = "slack"\nurl_env = "X"\n\n[[notify]]\nkind = "slack"\nurl_env = "X"',
+     "notify[1].url_env X is already the slack receiver of notify[0]"),
+])
+def test_receiver_errors(tmp_path: Path, text: str, error: str) -> None:
+    message = config_error(write(tmp_path, text + "\n"))
+    assert error in message and "s3cret" not in message, message
