@@ -19,12 +19,15 @@ Each check is probed on its own interval; an environment's round probes the chec
 are due (all of them when it has just taken the lease), and its state is worked out
 from the newest sample of every check (:func:`backend.health.environment_state`).
 
-The same object serves the dashboard (``await watcher.round()`` from an async worker;
-the log work runs in a thread, never on the event loop) and ``andon watch``
-(:meth:`HealthWatcher.run_forever`, until a stop event is set). It writes through a
-log connection of its own, so an open dashboard's change detection (``PRAGMA
-data_version``, which ignores a connection's own writes) sees its samples as it sees
-anyone else's.
+The same object serves ``andon watch`` (:meth:`HealthWatcher.run_forever`, until a stop
+event is set) and the dashboard, which runs it in a :class:`WatcherThread`: a thread with
+an event loop of its own, so that the probes' CPU (hundreds of checks a round) is never
+spent on the dashboard's loop, told after each round that recorded samples
+(``on_round``) and stopped within a fraction of a second when the dashboard closes. By
+default it writes through a log connection of its own, so an open dashboard's change
+detection (``PRAGMA data_version``, which ignores a connection's own writes) sees its
+samples as it sees anyone else's; the dashboard passes its own connection instead and
+reads the samples back when told a round was recorded.
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ IDLE_WAIT = 60.0  # seconds run_forever waits when it has nothing to probe (neve
 _OPENING = threading.Lock()
 
 Probe = Callable[[Mapping[str, Sequence["HealthCheck"]]], Awaitable[list[HealthSample]]]
+OnRound = Callable[[frozenset[str]], None]  # the environments whose samples a round recorded
 
 
 def lease_name(env: str) -> str:
@@ -172,6 +176,7 @@ class HealthWatcher:
         self._held: set[str] = set()
         self._latest: dict[str, dict[str, HealthSample]] = {}
         self.states: dict[str, str] = {}  # the state of each environment this watcher probes
+        self.recorded: frozenset[str] = frozenset()  # the environments whose samples the last round recorded
         self._closed = False
         self._lock = threading.Lock()  # close() may come from another thread than round()
 
@@ -198,6 +203,7 @@ class HealthWatcher:
         The log work runs in a thread (``asyncio.to_thread``): a dashboard awaiting this
         never blocks its event loop on SQLite. Returns the changes of state it recorded.
         """
+        self.recorded = frozenset()
         if self._closed:
             return []
         start = self._monotonic()
@@ -235,21 +241,29 @@ class HealthWatcher:
         *,
         on_change: Callable[[StateChange], None] | None = None,
         on_error: Callable[[AndonError], None] | None = None,
+        on_round: OnRound | None = None,
     ) -> None:
         """Run rounds on their intervals until ``stop`` is set (a signal handler may set it).
 
         A round that fails with an :class:`AndonError` (the log busy for longer than its
         timeout, say) goes to ``on_error`` and is tried again an interval later; without
-        ``on_error`` it is raised. The leases stay held: :meth:`close` releases them.
+        ``on_error`` it is raised. After each round that recorded samples, ``on_round`` is
+        given the environments it recorded (after ``on_change``, once per change). The
+        leases stay held: :meth:`close` releases them.
         """
-        asyncio.run(self._forever(stop, on_change, on_error))
+        from backend.health import run
 
-    async def _forever(
+        run(self.run(stop, on_change=on_change, on_error=on_error, on_round=on_round))  # on the prober's loop
+
+    async def run(
         self,
         stop: threading.Event,
-        on_change: Callable[[StateChange], None] | None,
-        on_error: Callable[[AndonError], None] | None,
+        *,
+        on_change: Callable[[StateChange], None] | None = None,
+        on_error: Callable[[AndonError], None] | None = None,
+        on_round: OnRound | None = None,
     ) -> None:
+        """:meth:`run_forever` on the running event loop (which it occupies: give it one of its own)."""
         while not stop.is_set():
             try:
                 changes = await self.round()
@@ -262,6 +276,8 @@ class HealthWatcher:
             for change in changes:
                 if on_change is not None:
                     on_change(change)
+            if on_round is not None and self.recorded:
+                on_round(self.recorded)
             delay = self.seconds_until_due()
             if delay > 0 and not stop.is_set():
                 await asyncio.to_thread(stop.wait, delay)
@@ -326,6 +342,7 @@ class HealthWatcher:
             if sample.env in by_env:
                 by_env[sample.env].append(sample)
         changes = []
+        recorded = set()
         with self._lock:
             if self._closed:
                 return []
@@ -347,9 +364,11 @@ class HealthWatcher:
                 now = self.clock()
                 state = environment_state({check.name: latest.get(check.name) for check in checks}, checks, now)
                 self.states[env] = state
+                recorded.add(env)
                 if log.record_health(got, state, who=self.who, env=env):
                     newest = tuple(latest[check.name] for check in checks if check.name in latest)
                     changes.append(StateChange(to_iso(now), env, state, newest))
+        self.recorded = frozenset(recorded)
         return changes
 
     def _postpone(self) -> None:
@@ -359,3 +378,94 @@ class HealthWatcher:
             again = now + shortest_interval(checks)
             for check in checks:
                 self._due[(env, check.name)] = max(self._due[(env, check.name)], again)
+
+
+class WatcherThread:
+    """A watcher's rounds on a thread of its own, with an event loop of its own (the dashboard's prober).
+
+    ``make`` builds the watcher in that thread, so what it imports and prepares (httpx,
+    the TLS context) costs the caller's thread nothing. Then the rounds run on their
+    intervals (:meth:`HealthWatcher.run`); after each one that recorded samples,
+    ``on_round`` is called in that thread with the environments recorded (a dashboard
+    posts itself a message: it reads the samples at once). ``on_error`` is given a
+    round's :class:`AndonError` (the round is tried again an interval later) and any
+    other exception, after which the thread ends (it never prints a traceback over a
+    screen).
+
+    :meth:`stop` sets the stop event, cancels the thread's task from outside
+    (``call_soon_threadsafe``: a round in the middle of its probes is abandoned), waits a
+    short while for the thread and closes the watcher, which releases its leases.
+    """
+
+    def __init__(
+        self,
+        make: Callable[[], HealthWatcher],
+        *,
+        on_round: OnRound | None = None,
+        on_change: Callable[[StateChange], None] | None = None,
+        on_error: Callable[[Exception], None] | None = None,
+        name: str = "andon-health",
+    ) -> None:
+        self._make = make
+        self._on_round = on_round
+        self._on_change = on_change
+        self._on_error = on_error
+        self.watcher: HealthWatcher | None = None  # once made, in the thread
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._thread = threading.Thread(target=self._main, name=name, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def stop(self, timeout: float = 1.0) -> bool:
+        """Stop the rounds, wait up to ``timeout`` seconds for the thread, release the leases.
+
+        Returns whether the thread has ended (it is a daemon: one stuck in a log write
+        longer than that does not keep the process alive). Safe to call twice, or before
+        :meth:`start`.
+        """
+        self._stop.set()  # first: the thread checks it before each round, and after making the watcher
+        with self._lock:
+            loop, task = self._loop, self._task
+        if loop is not None and task is not None:
+            try:
+                loop.call_soon_threadsafe(task.cancel)
+            except RuntimeError:  # its loop has closed: the thread is ending by itself
+                pass
+        if self._thread.ident is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+        if self.watcher is not None:
+            self.watcher.close()
+        return not self._thread.is_alive()
+
+    def _main(self) -> None:
+        try:
+            watcher = self.watcher = self._make()
+            if self._stop.is_set():  # stopped while it was being made (stop() may not have seen it)
+                watcher.close()
+                return
+            from backend.health import run
+
+            run(self._rounds(watcher))  # a new event loop, the prober's (backend.health.new_event_loop)
+        except Exception as error:  # noqa: BLE001 - a bug or a broken log: said, not printed over a screen
+            if self._on_error is not None:
+                self._on_error(error)
+            else:
+                raise
+
+    async def _rounds(self, watcher: HealthWatcher) -> None:
+        with self._lock:
+            self._loop, self._task = asyncio.get_running_loop(), asyncio.current_task()
+        if self._stop.is_set():
+            return
+        try:
+            await watcher.run(self._stop, on_change=self._on_change, on_error=self._on_error, on_round=self._on_round)
+        except asyncio.CancelledError:
+            pass  # stop(): this task is the thread's own, nothing awaits it

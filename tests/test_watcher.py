@@ -11,6 +11,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -26,7 +27,7 @@ import pytest
 from backend import AndonError
 from backend.models import DOWN, HEALTHY, UP
 from backend.store import DeployLog
-from backend.watcher import HealthWatcher, lease_name
+from backend.watcher import HealthWatcher, WatcherThread, lease_name
 from backend.world import World, resolve_world
 from tests.conftest import Repo, one_line
 
@@ -332,7 +333,7 @@ def test_a_watcher_that_does_not_hold_the_lease_costs_one_lease_write_per_interv
 async def test_a_round_can_be_awaited_from_an_event_loop_and_records_the_change(
     world: World, service: Service
 ) -> None:
-    """The dashboard's way: ``await watcher.round()`` in an async worker."""
+    """A round awaited on an event loop (a WatcherThread's own, say) lets the loop turn while it writes."""
     watcher = HealthWatcher(world)
     try:
         ticks = 0
@@ -396,3 +397,97 @@ def test_a_named_environment_without_checks_is_an_error(world: World, repo: Repo
     with pytest.raises(AndonError):
         HealthWatcher(world, ["bad name"])
     assert HealthWatcher(world, ["production"]).checks.keys() == {"production"}
+
+
+# -- the dashboard's prober: a thread with an event loop of its own ------------------------------
+
+
+@pytest.mark.filterwarnings("error")  # no unclosed socket, unawaited coroutine or thread exception
+def test_a_watcher_thread_probes_on_its_own_thread_and_says_so_after_each_round(
+    world: World, service: Service
+) -> None:
+    made_in: list[str] = []
+    rounds: list[tuple[frozenset[str], str]] = []
+
+    def make() -> HealthWatcher:
+        made_in.append(threading.current_thread().name)
+        return HealthWatcher(world)
+
+    running = WatcherThread(make, on_round=lambda envs: rounds.append((envs, threading.current_thread().name)))
+    running.start()
+    try:
+        wait_for(lambda: len(rounds) >= 2, what="two rounds")
+        assert made_in == ["andon-health"]  # made there too: httpx is imported off the caller's thread
+        assert set(rounds) == {(frozenset({"production"}), "andon-health")}
+        assert running.watcher is not None and running.watcher.held == {"production"}
+        assert len(world.log.health_samples("production")["api"]) >= 2
+    finally:
+        assert running.stop()
+    assert not running.alive
+    assert world.log.lease(lease_name("production")) is None  # released by stop()
+    probed = service.count()
+    time.sleep(3 * INTERVAL)
+    assert service.count() == probed  # nothing probes any more
+
+
+def test_on_round_is_not_called_for_a_round_that_someone_elses_lease_kept_from_probing(
+    world: World, service: Service
+) -> None:
+    assert world.log.take_lease(lease_name("production"), "andon watch elsewhere", 3600)
+    rounds: list[frozenset[str]] = []
+    running = WatcherThread(lambda: HealthWatcher(world), on_round=rounds.append)
+    running.start()
+    try:
+        wait_for(lambda: running.watcher is not None, what="the watcher")
+        time.sleep(4 * INTERVAL)  # several rounds, each asking for the lease
+        assert rounds == [] and service.count() == 0
+    finally:
+        assert running.stop()
+
+
+@pytest.mark.filterwarnings("error")
+def test_stopping_a_watcher_thread_while_a_probe_waits_is_prompt_and_frees_the_lease(
+    repo: Repo, tmp_path: Path
+) -> None:
+    # A listening socket that never accepts: the probe waits in the backlog for its 10 s timeout.
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)
+    repo.commit("first")
+    (repo.path / "andon.toml").write_text(health_config(
+        {"production": [("api", f"http://127.0.0.1:{silent.getsockname()[1]}/health")]}, interval=10))
+    world = resolve_world(repo.path, tmp_path / "deploys.db", None)
+    try:
+        running = WatcherThread(lambda: HealthWatcher(world))
+        running.start()
+        wait_for(lambda: running.watcher is not None and running.watcher.held, what="the lease")
+        time.sleep(0.3)  # the probe has sent its request and waits for an answer
+        began = time.monotonic()
+        assert running.stop()
+        assert time.monotonic() - began < 0.5
+        assert world.log.lease(lease_name("production")) is None
+        assert world.log.health_samples("production") == {}  # the abandoned round recorded nothing
+        assert running.stop()  # twice is fine
+    finally:
+        world.close()
+        silent.close()
+
+
+def test_a_watcher_thread_that_cannot_start_says_why_and_ends(world: World) -> None:
+    errors: list[Exception] = []
+    running = WatcherThread(lambda: HealthWatcher(world, ["staging"]), on_error=errors.append)
+    running.start()
+    wait_for(lambda: not running.alive, what="the thread's end")
+    assert [one_line(error) for error in errors] == [
+        "environment 'staging' has no health checks: add [[environments.staging.health]] "
+        "with a name and a url to andon.toml"]
+    assert running.stop()  # nothing to stop: still fine
+
+
+def test_a_watcher_thread_stopped_before_it_starts_never_probes(world: World, service: Service) -> None:
+    running = WatcherThread(lambda: HealthWatcher(world))
+    assert running.stop()
+    running.start()
+    wait_for(lambda: not running.alive, what="the thread's end")
+    assert service.count() == 0
+    assert world.log.lease(lease_name("production")) is None
