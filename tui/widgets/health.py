@@ -7,9 +7,13 @@ over them (the share of probes that were not down), the version the service repo
 against the live deploy's SHA with any drift called out, and the error of the latest
 probe. Everything that came from a server or the log is plain ``Content``, never markup.
 
-The main screen mounts the panel after the first frame (this module and ``Sparkline``
-are not on the path to it) and hands it a :class:`~tui.loading.HealthView` whenever a
-worker has read the samples (:meth:`HealthPanel.show`).
+The main screen's health feed (:mod:`tui.health_feed`) mounts the panel after the first
+frame (this module and ``Sparkline`` are not on the path to it) and hands it a
+:class:`~tui.loading.HealthView` whenever a worker has read the samples
+(:meth:`HealthPanel.show`). An environment may have a hundred checks, read again after
+every round: a show redraws only the rows whose check changed, none of them asks for a
+layout of the screen unless its size changes, and the rows are kept from one
+environment to the next rather than mounted anew.
 """
 
 from __future__ import annotations
@@ -125,20 +129,38 @@ class CheckRow(Horizontal):
     def __init__(self, name: str) -> None:
         super().__init__(classes="check")
         self.check_name = name
+        self.head = Static(classes="check-head")
+        self.spark = Sparkline([], classes="check-spark")
+        self.tail = Static(classes="check-tail")
+        self._shown: tuple[object, ...] | None = None  # what show() last drew
+        self._head_width = -1
 
     def compose(self) -> ComposeResult:
-        yield Static(classes="check-head")
-        yield Sparkline([], classes="check-spark")
-        yield Static(classes="check-tail")
+        yield self.head
+        yield self.spark
+        yield self.tail
 
     def show(self, check: CheckHealth, live_sha: str | None, name_width: int = NAME_WIDTH) -> None:
+        """Draw ``check``; a row whose samples, drift and live SHA are those it shows is left alone.
+
+        With a hundred checks a read redraws a hundred rows, a few of them visible: no row
+        asks for a layout unless its head changes width (the head's width is fixed for a
+        name column), so a read costs the screen a repaint, not a reflow of every row.
+        """
+        shown = (check.name, check.samples, check.drift, live_sha, name_width)
+        if shown == self._shown:
+            return
+        self._shown = shown
+        self.check_name = check.name  # rows are reused from one environment to the next
         latest = check.samples[-1] if check.samples else None
         self.set_class(latest is not None and latest.state == DOWN, "-down")
         self.set_class(latest is not None and latest.state == DEGRADED, "-degraded")
         self.set_class(latest is None, "-nodata")
-        self.query_one(".check-head", Static).update(row_head(check, name_width))
-        self.query_one(Sparkline).data = latencies(check.samples)
-        self.query_one(".check-tail", Static).update(row_tail(check, live_sha), layout=False)
+        head = row_head(check, name_width)
+        self.head.update(head, layout=head.cell_length != self._head_width)
+        self._head_width = head.cell_length
+        self.spark.data = latencies(check.samples)
+        self.tail.update(row_tail(check, live_sha), layout=False)
 
 
 class HealthPanel(Vertical):
@@ -171,6 +193,8 @@ class HealthPanel(Vertical):
         self.clock = clock
         self.view: HealthView | None = None
         self._showing = asyncio.Lock()  # one show at a time: rows are replaced across awaits
+        self._rows: list[CheckRow] = []  # the rows shown, in the order of the view's checks
+        self._none_text: Content | None = None  # what #health-none says
         # andon deploy verifying a deploy here: (deploy id, watching since, until), counted down.
         self.verification: tuple[int | None, datetime, datetime] | None = None
 
@@ -199,20 +223,29 @@ class HealthPanel(Vertical):
     async def show(self, view: HealthView) -> None:
         """Show ``view`` (the environment's checks and their samples, as just read)."""
         async with self._showing:
+            if self.view is not None and self.view.env != view.env:
+                self.scroll_home(animate=False)  # another environment's checks: from the first
             self.view = view
             self.border_title = self.title(view)
             window = max((len(check.samples) for check in view.checks), default=0)
             self.border_subtitle = f"latency and availability over the last {window} probes" if window > 1 else ""
             names = [check.name for check in view.checks]
-            none = self.query_one("#health-none", Static)
-            none.update(self.none_text(view))
-            none.display = not names
-            holder = self.query_one("#health-rows", Vertical)
-            rows = list(holder.query(CheckRow))
-            if [row.check_name for row in rows] != names:
-                await holder.remove_children()
-                rows = [CheckRow(name) for name in names]
-                await holder.mount_all(rows)
+            none_text = self.none_text(view)
+            if none_text != self._none_text:  # a Static's update asks for a layout of the whole screen
+                self._none_text = none_text
+                self.query_one("#health-none", Static).update(none_text)
+            self.query_one("#health-none", Static).display = not names
+            # The rows shown are kept and redrawn for the new checks (another environment's):
+            # mounting a hundred rows costs the screen a third of a second, redrawing them little.
+            rows = self._rows
+            if len(rows) > len(names):
+                surplus, self._rows = rows[len(names):], rows[:len(names)]
+                await self.query_one("#health-rows", Vertical).remove_children(surplus)
+            elif len(rows) < len(names):
+                more = [CheckRow(name) for name in names[len(rows):]]
+                self._rows = rows + more
+                await self.query_one("#health-rows", Vertical).mount_all(more)
+            rows = self._rows
             if names:
                 width = min(NAME_WIDTH, max(len(name) for name in names))
                 for row, check in zip(rows, view.checks, strict=True):
