@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -226,12 +227,12 @@ async def test_a_version_behind_the_live_deploy_or_elsewhere_is_called_out(healt
         assert f"running {shas[2][:7]} · live {shas[4][:7]} — behind" in rows_of(app)["api"]
         # A newer build than the one deployed (not an ancestor of it): drift.
         record_round(made["log"], [sample("production", "api", 0.5, version=shas[5])], "healthy")
-        panel_of(app).screen.load_health()
+        panel_of(app).screen.health.read()
         assert await wait_for(pilot, lambda: "— drift" in rows_of(app)["api"])
         assert f"running {shas[5][:7]} · live {shas[4][:7]} — drift" in rows_of(app)["api"]
         # A version that is not a commit andon can place.
         record_round(made["log"], [sample("production", "api", 0.2, version="v1.2.3")], "healthy")
-        panel_of(app).screen.load_health()
+        panel_of(app).screen.health.read()
         assert await wait_for(pilot, lambda: "— unknown version" in rows_of(app)["api"])
         assert f"running v1.2.3 · live {shas[4][:7]} — unknown version" in rows_of(app)["api"]
 
@@ -359,6 +360,33 @@ async def test_sample_writes_do_not_reload_the_deploys(health_world) -> None:
         other.close()
 
 
+async def test_another_environment_shows_its_own_checks_and_back_again(health_world) -> None:
+    made = health_world
+    live = made["shas"][4]
+    record_round(made["log"], history_of("production", "api", 5, version=live)
+                 + history_of("production", "web", 5, state=DOWN, error="HTTP 500"), "degraded")
+    record_round(made["log"], history_of("staging", "api", 5, version=made["shas"][2]), "healthy", env="staging")
+    # staging is live at c4 as well, and its api reports c2: behind.
+    app = await open_dashboard(made)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        assert list(rows_of(app)) == ["api", "web"] and rows_of(app)["web"].startswith("✘ web")
+        app.screen.switch_to("staging")
+        await settle(pilot)
+        assert plain(panel_of(app).border_title).startswith("Health of staging: ● healthy")
+        rows = rows_of(app)
+        assert list(rows) == ["api"]  # one check: no row left over from production
+        assert rows["api"].startswith("✔ api") and f"running {made['shas'][2][:7]} · live {live[:7]} — behind" in rows["api"]
+        assert not panel_of(app).query(CheckRow).first().has_class("-down")
+        app.screen.switch_to("production")
+        await settle(pilot)
+        rows = rows_of(app)
+        assert list(rows) == ["api", "web"]
+        assert rows["web"].startswith("✘ web") and "HTTP 500" in rows["web"]
+        assert f"running {live[:7]} = live" in rows["api"]
+        assert [row.has_class("-down") for row in panel_of(app).query(CheckRow)] == [False, True]
+
+
 async def test_on_a_narrow_terminal_the_health_rows_fit_the_width(health_world) -> None:
     made = health_world
     record_round(made["log"], history_of("production", "api", 5, version=made["shas"][2])
@@ -376,11 +404,12 @@ async def test_on_a_narrow_terminal_the_health_rows_fit_the_width(health_world) 
 # -- probing: the dashboard's own watcher, only when nobody else probes ------------------------
 
 
-def probing_world(repo: Repo, tmp_path: Path, url: str, *, timeout: float = 1.0) -> tuple[Path, str]:
+def probing_world(repo: Repo, tmp_path: Path, url: str, *, timeout: float = 1.0,
+                  interval: float = 1.0) -> tuple[Path, str]:
     """One environment, one check at ``url`` (probed every second); nobody else holds its lease."""
     (repo.path / "andon.toml").write_text(
         '[environments.production]\ndeploy = ["true"]\n\n'
-        f'[[environments.production.health]]\nname = "api"\nurl = "{url}"\ninterval = 1\n'
+        f'[[environments.production.health]]\nname = "api"\nurl = "{url}"\ninterval = {interval}\n'
         f'timeout = {timeout}\nversion = "build.sha"\n')
     sha = repo.commit("live")
     db = tmp_path / "deploys.db"
@@ -404,7 +433,7 @@ async def test_the_dashboard_probes_when_nobody_else_does(repo: Repo, tmp_path: 
             assert await wait_for(pilot, lambda: rows_of(app).get("api", "").startswith("✔ api"), seconds=10)
             assert f"running {sha[:7]} = live" in rows_of(app)["api"]
             assert "● healthy" in plain(panel_of(app).border_title)
-            watcher = app.screen.watcher
+            watcher = app.screen.health.watcher
             assert watcher is not None and watcher.held == {"production"}
             lease = world.log.lease("health:production")
             assert lease is not None and lease.holder == watcher.holder
@@ -423,6 +452,95 @@ async def test_the_dashboard_probes_when_nobody_else_does(repo: Repo, tmp_path: 
         service.stop()
 
 
+def probing_threads() -> list[threading.Thread]:
+    return [thread for thread in threading.enumerate() if thread.name == "andon-health"]
+
+
+async def test_samples_probed_appear_in_the_panel_without_waiting_for_the_read_interval(
+    repo: Repo, tmp_path: Path
+) -> None:
+    state = tmp_path / "service"
+    state.mkdir()
+    service = DemoService(state)
+    try:
+        # Probed and read every 30 s: only the dashboard's own round can show a sample sooner.
+        # (Its writes go through the dashboard's own connection, which its poller never sees.)
+        db, sha = probing_world(repo, tmp_path, service.url("production"), timeout=2, interval=30)
+        (state / "production.json").write_text(json.dumps({"sha": sha}))
+        world = resolve_world(repo.path, db, None)
+        app = make_app(world, first=load_first_screen(world))
+        async with app.run_test(size=(120, 40)) as pilot:
+            await settle(pilot)
+            opened = time.monotonic()
+            assert rows_of(app)["api"].startswith("? api")  # read before anything was probed
+            assert await wait_for(pilot, lambda: rows_of(app)["api"].startswith("✔ api"), seconds=5)
+            assert time.monotonic() - opened < 5  # the first probe is a second after the first frame
+            assert f"running {sha[:7]} = live" in rows_of(app)["api"]
+        world.close()
+    finally:
+        service.stop()
+
+
+async def test_the_dashboard_probes_on_a_thread_of_its_own_that_stops_with_it(repo: Repo, tmp_path: Path) -> None:
+    # A listening socket that never accepts: the probe waits for its 5 s timeout.
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)
+    try:
+        db, _ = probing_world(repo, tmp_path, f"http://127.0.0.1:{silent.getsockname()[1]}/healthz",
+                              timeout=5, interval=5)
+        world = resolve_world(repo.path, db, None)
+        app = make_app(world, first=load_first_screen(world))
+        async with app.run_test(size=(120, 40)) as pilot:
+            await settle(pilot)
+            assert await wait_for(pilot, lambda: (watcher := app.screen.health.watcher) is not None
+                                  and watcher.held == {"production"})
+            assert len(probing_threads()) == 1
+            await pilot.pause(0.3)  # the probe has sent its request and waits for an answer
+            leaving = time.monotonic()
+        # Quitting does not wait for the probe: the thread is stopped and gone, the lease free.
+        assert time.monotonic() - leaving < 1.5
+        assert probing_threads() == []
+        other = DeployLog.open(db)
+        assert other.lease("health:production") is None
+        assert other.health_samples("production") == {}
+        other.close()
+        world.close()
+    finally:
+        silent.close()
+
+
+async def test_a_second_dashboard_does_not_probe_while_the_first_holds_the_lease(
+    repo: Repo, tmp_path: Path
+) -> None:
+    state = tmp_path / "service"
+    state.mkdir()
+    service = DemoService(state)
+    try:
+        db, sha = probing_world(repo, tmp_path, service.url("production"))
+        (state / "production.json").write_text(json.dumps({"sha": sha}))
+        first_world, second_world = resolve_world(repo.path, db, None), resolve_world(repo.path, db, None)
+        first = make_app(first_world, first=load_first_screen(first_world))
+        second = make_app(second_world, first=load_first_screen(second_world))
+        async with first.run_test(size=(120, 40)) as first_pilot:
+            await settle(first_pilot)
+            assert await wait_for(first_pilot, lambda: (watcher := first.screen.health.watcher) is not None
+                                  and watcher.held == {"production"})
+            async with second.run_test(size=(120, 40)) as second_pilot:
+                await settle(second_pilot)
+                assert await wait_for(second_pilot, lambda: second.screen.health.watcher is not None)
+                await second_pilot.pause(2.5)  # two intervals and more
+                assert second.screen.health.watcher.held == frozenset()
+                # It shows the first one's probes all the same (they reach it as anyone's writes do).
+                assert rows_of(second)["api"].startswith("✔ api")
+                assert first.screen.health.watcher.held == {"production"}
+        assert probing_threads() == []
+        first_world.close()
+        second_world.close()
+    finally:
+        service.stop()
+
+
 async def test_a_dashboard_does_not_probe_what_another_andon_probes(repo: Repo, tmp_path: Path) -> None:
     state = tmp_path / "service"
     state.mkdir()
@@ -436,9 +554,9 @@ async def test_a_dashboard_does_not_probe_what_another_andon_probes(repo: Repo, 
         app = make_app(world, first=load_first_screen(world))
         async with app.run_test(size=(120, 40)) as pilot:
             await settle(pilot)
-            assert await wait_for(pilot, lambda: app.screen.watcher is not None)
+            assert await wait_for(pilot, lambda: app.screen.health.watcher is not None)
             await pilot.pause(2.5)  # two intervals and more
-            assert app.screen.watcher.held == frozenset()
+            assert app.screen.health.watcher.held == frozenset()
             assert other.health_samples("production") == {}
             assert rows_of(app)["api"].startswith("? api")  # nobody probed: nothing to show
         other.close()

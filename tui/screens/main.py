@@ -6,18 +6,13 @@ past tense (``DeploysLoaded``), dropped if the user has moved on meanwhile. A po
 asks twice a second whether anyone else wrote to the log and, if so, which events:
 only a deploy to the shown environment reloads the list.
 
-Health: the panel (:class:`~tui.widgets.health.HealthPanel`) is mounted after the first
-frame. Its samples are read in a thread worker every probe interval (a sample write
-writes no event and reloads nothing else); a ``health.changed`` event reads them at once
-and the change is a toast. When checks are configured the screen also runs a
-:class:`~backend.watcher.HealthWatcher` round in an async worker whenever one is due: it
-probes only the environments whose lease it holds, so a dashboard probes only when
-nothing else (``andon watch``, another dashboard) does.
+Health is :class:`~tui.health_feed.HealthFeed`'s: the panel, mounted after the first
+frame, its reads, the toasts, and this dashboard's own probing, which runs on a thread of
+its own and never on this screen's event loop. The screen calls into it and hands it
+its messages.
 """
 
 from __future__ import annotations
-
-from typing import TYPE_CHECKING, Literal
 
 from textual import on, work
 from textual.app import ComposeResult
@@ -33,6 +28,7 @@ from backend.world import World
 from tui.commands import ACTIONS, bindings
 from tui.first_screen import PAGE, FirstScreen
 from tui.format import when
+from tui.health_feed import HealthFeed, HealthProbed
 from tui.loading import (
     DeploysLoaded,
     EnvironmentsLoaded,
@@ -53,16 +49,7 @@ from tui.widgets.envbar import EnvBar
 from tui.widgets.keybar import KeyBar
 from tui.widgets.rowlist import RowList
 
-if TYPE_CHECKING:
-    from backend.watcher import HealthWatcher
-    from tui.widgets.health import HealthPanel
-
 DEPLOY_EVENT = "deploy."  # deploy.started, .finished, .recorded, .imported
-HEALTH_EVENT = "health.changed"
-VERIFY_EVENTS = ("deploy.verifying", "deploy.verified")  # andon deploy watching a deploy's health
-PROBE_DELAY = 1.0  # seconds after the first frame before this dashboard's first probe
-SEVERITY: dict[str, Literal["information", "warning", "error"]] = {
-    "down": "error", "degraded": "warning", "unknown": "warning", "healthy": "information"}
 
 
 class MainScreen(Screen[None]):
@@ -88,11 +75,7 @@ class MainScreen(Screen[None]):
         self.ranges: dict[tuple[str | None, str], Range] = {}
         self.selected: Deploy | None = None
         self._loading_more = False
-        self.watcher: HealthWatcher | None = None
-        self._health_seq = 0  # the newest health read shown
-        # Health is read this often (the shortest interval of any configured check).
-        intervals = [check.interval for e in world.config.environments.values() for check in e.health]
-        self.health_interval = max(0.5, min(intervals)) if intervals else None
+        self.health = HealthFeed(self)
 
     # -- layout ------------------------------------------------------------------------
 
@@ -124,11 +107,10 @@ class MainScreen(Screen[None]):
         else:
             self.show_first_screen(self.first)
         self.set_interval(self.poll_interval, self.poll)
-        self.call_after_refresh(self.start_health)
+        self.call_after_refresh(self.health.start, "#pending")  # the panel goes above Pending
 
     def on_unmount(self) -> None:
-        if self.watcher is not None:
-            self.watcher.close()  # frees its leases now: another andon takes over at its next round
+        self.health.stop()  # stops probing and frees the leases now: another andon takes over
 
     @property
     def colours(self) -> dict[str, str]:
@@ -169,66 +151,6 @@ class MainScreen(Screen[None]):
     @work(thread=True, exclusive=True, group="poll", exit_on_error=False)
     def poll(self) -> None:
         self.loader.poll()
-
-    @work(thread=True, exclusive=True, group="health", exit_on_error=False)
-    def load_health(self) -> None:
-        self.loader.health(self.env, self.live.sha if self.live else None)
-
-    @work(thread=True, exclusive=True, group="verification", exit_on_error=False)
-    def load_verification(self, env: str) -> None:
-        self.loader.verification(env)
-
-    @work(group="probe", exit_on_error=False)
-    async def probe(self) -> None:
-        """One round of the watcher (a no-op for environments someone else probes), then the next."""
-        from backend import AndonError
-
-        watcher = self.watcher
-        if watcher is None:
-            return
-        try:
-            await watcher.round()
-        except AndonError as error:  # the log busy for longer than its timeout, say: next round
-            self.log.warning(f"health round: {error}")
-        if watcher.held:
-            self.load_health()  # what this dashboard just probed, without waiting for the next read
-        self.set_timer(max(0.1, watcher.seconds_until_due()), self.probe)
-
-    async def start_health(self) -> None:
-        """After the first frame: the health panel, its reads and (when checks are configured) probing."""
-        from tui.widgets.health import HealthPanel
-
-        await self.mount(HealthPanel(self.world.clock, id="health"), before=self.query_one("#pending"))
-        self.load_health()
-        if self.env is not None:
-            self.load_verification(self.env)
-        if self.health_interval is not None:
-            self.set_interval(self.health_interval, self.load_health)
-            # Probing starts once the first reads are done: a probe timed while the
-            # screen is still busy filling itself would look slow (falsely degraded).
-            self.set_timer(PROBE_DELAY, self.start_watcher)
-
-    @work(group="probe-start", exit_on_error=False)
-    async def start_watcher(self) -> None:
-        import asyncio
-
-        def prepare() -> HealthWatcher:
-            # httpx, the prober and its TLS context (the CA bundle: ~60 ms) are made ready
-            # here, in a thread, so the first round does not do it on the event loop.
-            from backend.health import _tls_context
-            from backend.watcher import HealthWatcher
-
-            _tls_context()
-            # The dashboard's own connection, not a second one: one connection a process
-            # is enough, and what this watcher records is read back right after each round
-            # it probed (below), so the poller need not see its own writes.
-            return HealthWatcher(self.world, log=self.world.log)
-
-        self.watcher = await asyncio.to_thread(prepare)
-        if not self.is_mounted:
-            self.watcher.close()
-            return
-        self.probe()
 
     def show_first_screen(self, first: FirstScreen) -> None:
         """Fill the screen from data read before it existed; git's part follows in a worker."""
@@ -276,8 +198,8 @@ class MainScreen(Screen[None]):
         self.total = message.total
         live_changed = (self.live.sha if self.live else None) != (message.live.sha if message.live else None)
         self.live = message.live
-        if live_changed and self.health_panel is not None:
-            self.load_health()  # the drift is worked out against the live SHA
+        if live_changed:
+            self.health.live_changed()
         self._loading_more = False
         self.query_one("#problem").display = False  # whatever went wrong before is over
         if message.append:
@@ -321,41 +243,20 @@ class MainScreen(Screen[None]):
         await self.detail.show_output(message.deploy)
 
     async def on_health_loaded(self, message: HealthLoaded) -> None:
-        for _env, state, text in message.news:
-            severity = SEVERITY.get(state, "information")
-            self.notify(text, title="Health", severity=severity, markup=False)
-        if message.seq < self._health_seq:
-            return  # a newer read is already shown
-        self._health_seq = message.seq
-        if message.states is not None:
-            self.query_one(EnvBar).set_health(message.states)
-        panel, view = self.health_panel, message.view
-        live = self.live.sha if self.live else None
-        # Drift is worked out against the live SHA: a read made before the live deploy
-        # changed is dropped (the change started another read).
-        if panel is not None and view is not None and view.env == self.env and view.live_sha == live:
-            await panel.show(view)
+        await self.health.loaded(message)
 
     def on_verification_loaded(self, message: VerificationLoaded) -> None:
-        panel = self.health_panel
-        if panel is not None and message.env == self.env:
-            panel.verifying(message.deploy_id, message.started, message.until)
+        self.health.verification_loaded(message)
 
-    @property
-    def health_panel(self) -> HealthPanel | None:
-        found = self.query("#health")
-        return found.first() if found else None  # type: ignore[return-value]
+    def on_health_probed(self, message: HealthProbed) -> None:
+        self.health.probed(message)
 
     def on_events_arrived(self, message: EventsArrived) -> None:
         """Other programs wrote to the log. A deploy to the shown environment reloads the
-        list; a deploy to one not in the bar adds it; a change of health reads the health
-        again now (the panel, the marks in the bar, a toast). Other kinds (``line.stopped``)
-        are for the panels that will show them: hand them on here."""
-        if any(kind == HEALTH_EVENT for kind, _ in message.changes.kinds) and self.health_panel is not None:
-            self.load_health()
-        if self.env is not None and self.health_panel is not None and any(
-                kind in VERIFY_EVENTS and env == self.env for kind, env in message.changes.kinds):
-            self.load_verification(self.env)
+        list; a deploy to one not in the bar adds it; health and verification events go to
+        the health feed. Other kinds (``line.stopped``) are for the panels that will show
+        them: hand them on here."""
+        self.health.events_arrived(message.changes)
         deployed = {env for kind, env in message.changes.kinds if kind.startswith(DEPLOY_EVENT)}
         if self.env is None and deployed:  # the very first deploy: show its environment
             self.reload()
@@ -452,10 +353,7 @@ class MainScreen(Screen[None]):
         self._show_selected()
         self._update_titles()
         self.load_deploys(env, PAGE, generation)
-        if (panel := self.health_panel) is not None:
-            panel.verifying(None, None, None)
-            self.load_health()
-            self.load_verification(env)
+        self.health.env_shown(env)
 
     @on(RowList.RowHighlighted, "#deploys")
     def _deploy_highlighted(self, event: RowList.RowHighlighted) -> None:
