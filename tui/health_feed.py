@@ -17,12 +17,13 @@ of other programs' events) and hands it the messages meant for it.
   one brings only its news; one made for another environment or live deploy is dropped.
 * Probing runs on a thread of its own with its own event loop
   (:class:`backend.watcher.WatcherThread`), never on the screen's loop: with hundreds of
-  checks a round's CPU held up every key press (``benchmarks.health_dashboard``). Its :class:`~backend.watcher.HealthWatcher` probes only
-  the environments whose lease it holds, so a dashboard probes only when nothing else
-  (``andon watch``, another dashboard) does. It writes through the dashboard's own log
-  connection, whose writes the poller does not see (``data_version`` ignores them): after
-  each round that recorded samples the thread posts :class:`HealthProbed` to the screen
-  and the feed reads them at once.
+  checks a round's CPU held up every key press (``benchmarks.health_dashboard``). Its
+  :class:`~backend.watcher.HealthWatcher` probes only the environments whose lease it
+  holds, so a dashboard probes only when nothing else (``andon watch``, another
+  dashboard) does. It writes through the dashboard's own log connection, whose writes
+  the poller does not see (``data_version`` ignores them): after each round that
+  recorded samples the thread posts :class:`HealthProbed` to the screen and the feed
+  reads them at once.
 * :meth:`HealthFeed.stop`, when the screen unmounts, stops the thread (its task is
   cancelled; a short wait) and releases the leases: another andon takes over at its next
   round.
