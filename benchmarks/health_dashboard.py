@@ -3,8 +3,11 @@
 The dashboard (``make_app``, the one factory the CLI uses) runs headless under Textual's
 test driver on the same configuration as ``benchmarks.health``: 500 checks over five
 environments against a local service in its own process. Nothing else probes, so the
-dashboard holds the leases and probes itself (its watcher's round runs in an async
-worker), reads samples and polls the log, as a dashboard left open does.
+dashboard holds the leases and probes itself (its watcher's rounds run on a thread of
+their own with their own event loop, ``backend.watcher.WatcherThread``; the probes'
+CPU still competes for the interpreter's lock), reads the samples after each round and
+polls the log, as a dashboard left open does. The shown environment, ``env0``, has 100
+checks: its health panel redraws 100 rows after each round.
 
 * event-loop lag: a coroutine on the app's loop sleeps 10 ms again and again; how late
   it wakes is the lag every key press would feel. p50/p99/max over the run (target: p99
@@ -13,7 +16,9 @@ worker), reads samples and polls the log, as a dashboard left open does.
   the time until the environment bar shows ``env0`` down (target: within one interval
   plus 1 s).
 
-Headless, so drawing to a real terminal is not counted. Run alone:
+Headless, so drawing to a real terminal is not counted. The run starts with the app, so
+the first frame and mounting the panel's 100 rows (a few hundred milliseconds, once) are
+in the max; the max after the first ``SETTLED`` seconds is printed too. Run alone:
 ``python -m benchmarks.health_dashboard [--seconds 40]``.
 """
 
@@ -33,9 +38,11 @@ from benchmarks.health import SERVER, _config
 
 LAG_TARGET = 0.050
 INTERVAL = 5.0
+SETTLED = 5.0  # seconds after the start: the first frame and the panel's first rows are behind
 
 
-async def _run(repo: Path, db: Path, flag: Path, seconds: float, warmup: float) -> tuple[list[float], float | None]:
+async def _run(repo: Path, db: Path, flag: Path, seconds: float,
+               warmup: float) -> tuple[list[float], float | None, int]:
     from backend.world import resolve_world
     from tui.app import make_app
     from tui.widgets.envbar import EnvBar
@@ -44,6 +51,7 @@ async def _run(repo: Path, db: Path, flag: Path, seconds: float, warmup: float) 
     app = make_app(world)
     lags: list[float] = []
     detected: float | None = None
+    settled = 0  # the first wake-up after SETTLED
     async with app.run_test(size=(120, 40)):
         loop = asyncio.get_running_loop()
         start = loop.time()
@@ -53,6 +61,8 @@ async def _run(repo: Path, db: Path, flag: Path, seconds: float, warmup: float) 
             await asyncio.sleep(0.01)
             lags.append(max(0.0, loop.time() - before - 0.01))
             now = loop.time()
+            if not settled and now - start >= SETTLED:
+                settled = len(lags) - 1
             if went_down is None and now - start >= warmup:
                 flag.touch()
                 went_down = now
@@ -63,10 +73,12 @@ async def _run(repo: Path, db: Path, flag: Path, seconds: float, warmup: float) 
                     if now - start >= warmup + INTERVAL + 2:
                         break
     world.close()
-    return lags, detected
+    return lags, detected, settled
 
 
-def measure(checks: int = 500, seconds: float = 40.0, warmup: float = 15.0) -> tuple[list[float], float | None]:
+def measure(checks: int = 500, seconds: float = 40.0,
+            warmup: float = 15.0) -> tuple[list[float], float | None, int]:
+    """The lags, the detection time and the index of the first lag after ``SETTLED``."""
     with tempfile.TemporaryDirectory(prefix="andon-bench-dash-") as tmp:
         root = Path(tmp)
         repo = root / "repo"
@@ -92,13 +104,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=15.0)
     args = parser.parse_args(argv)
     started = time.perf_counter()
-    lags, detected = measure(args.checks, args.seconds, args.warmup)
+    lags, detected, settled = measure(args.checks, args.seconds, args.warmup)
     ordered = sorted(lags)
     p99 = ordered[int(len(ordered) * 0.99) - 1] if ordered else float("nan")
     print(f"dashboard probing {args.checks} checks every {INTERVAL:g}s, headless, {time.perf_counter() - started:.0f}s:")
     print(f"  event-loop lag: p50 {statistics.median(lags) * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms, "
           f"max {ordered[-1] * 1000:.1f} ms over {len(lags):,} wake-ups (target: p99 < {LAG_TARGET * 1000:.0f} ms)  "
           f"{'PASS' if p99 < LAG_TARGET else 'FAIL'}")
+    print(f"  after the first {SETTLED:g}s (first frame, the panel's first rows): "
+          f"max {max(lags[settled:], default=0.0) * 1000:.1f} ms")
     limit = INTERVAL + 1.0
     if detected is None:
         print(f"  service down -> dashboard shows it: not shown within the run (target: < {limit:g}s)  FAIL")
