@@ -195,7 +195,7 @@ async def test_a_slow_check_is_degraded_and_so_is_the_environment(health_world) 
         rows = rows_of(app)
         assert rows["api"].startswith("▲ api") and "912 ms" in rows["api"]
         assert rows["web"].startswith("✔ web")
-        assert panel_of(app).query(CheckRow).first().has_class("-degraded")
+        assert panel_of(app).query(CheckRow).first().spark.has_class("-degraded")
 
 
 async def test_a_down_check_shows_its_error_and_the_availability_it_cost(health_world) -> None:
@@ -213,7 +213,7 @@ async def test_a_down_check_shows_its_error_and_the_availability_it_cost(health_
         assert rows["api"].startswith("✘ api") and "—" in rows["api"]
         assert "80.0%" in rows["api"] and "timed out after 1s" in rows["api"]
         assert rows["web"].startswith("✘ web") and "HTTP 500" in rows["web"] and "0%" in rows["web"]
-        assert all(row.has_class("-down") for row in panel_of(app).query(CheckRow))
+        assert all(row.spark.has_class("-down") for row in panel_of(app).query(CheckRow))
 
 
 async def test_a_version_behind_the_live_deploy_or_elsewhere_is_called_out(health_world) -> None:
@@ -377,14 +377,14 @@ async def test_another_environment_shows_its_own_checks_and_back_again(health_wo
         rows = rows_of(app)
         assert list(rows) == ["api"]  # one check: no row left over from production
         assert rows["api"].startswith("✔ api") and f"running {made['shas'][2][:7]} · live {live[:7]} — behind" in rows["api"]
-        assert not panel_of(app).query(CheckRow).first().has_class("-down")
+        assert not panel_of(app).query(CheckRow).first().spark.has_class("-down")
         app.screen.switch_to("production")
         await settle(pilot)
         rows = rows_of(app)
         assert list(rows) == ["api", "web"]
         assert rows["web"].startswith("✘ web") and "HTTP 500" in rows["web"]
         assert f"running {live[:7]} = live" in rows["api"]
-        assert [row.has_class("-down") for row in panel_of(app).query(CheckRow)] == [False, True]
+        assert [row.spark.has_class("-down") for row in panel_of(app).query(CheckRow)] == [False, True]
 
 
 async def test_on_a_narrow_terminal_the_health_rows_fit_the_width(health_world) -> None:

@@ -124,7 +124,13 @@ def row_tail(check: CheckHealth, live_sha: str | None) -> Content:
 
 
 class CheckRow(Horizontal):
-    """One check: head (mark, name, latency), sparkline, tail (availability, version, error)."""
+    """One check: head (mark, name, latency), sparkline, tail (availability, version, error).
+
+    The check's state is a class of the sparkline (``-down``, ``-degraded``, ``-nodata``),
+    the one part whose look follows it through CSS (the head's mark and the tail are styled
+    content): a class changed on the row would restyle its three children too, and a
+    hundred checks going down at once held the screen up a quarter of a second.
+    """
 
     def __init__(self, name: str) -> None:
         super().__init__(classes="check")
@@ -153,13 +159,14 @@ class CheckRow(Horizontal):
         self._shown = shown
         self.check_name = check.name  # rows are reused from one environment to the next
         latest = check.samples[-1] if check.samples else None
-        self.set_class(latest is not None and latest.state == DOWN, "-down")
-        self.set_class(latest is not None and latest.state == DEGRADED, "-degraded")
-        self.set_class(latest is None, "-nodata")
+        spark = self.spark
+        spark.set_class(latest is not None and latest.state == DOWN, "-down")
+        spark.set_class(latest is not None and latest.state == DEGRADED, "-degraded")
+        spark.set_class(latest is None, "-nodata")
         head = row_head(check, name_width)
         self.head.update(head, layout=head.cell_length != self._head_width)
         self._head_width = head.cell_length
-        self.spark.data = latencies(check.samples)
+        spark.data = latencies(check.samples)
         self.tail.update(row_tail(check, live_sha), layout=False)
 
 
@@ -182,9 +189,9 @@ class HealthPanel(Vertical):
     HealthPanel .check-tail { width: 1fr; height: 1; text-wrap: nowrap; text-overflow: ellipsis; }
     HealthPanel .check-spark > .sparkline--min-color { color: $success 50%; }
     HealthPanel .check-spark > .sparkline--max-color { color: $success; }
-    HealthPanel .-degraded .check-spark > .sparkline--max-color { color: $warning; }
-    HealthPanel .-down .check-spark > .sparkline--max-color { color: $error; }
-    HealthPanel .-nodata .check-spark { visibility: hidden; }
+    HealthPanel .check-spark.-degraded > .sparkline--max-color { color: $warning; }
+    HealthPanel .check-spark.-down > .sparkline--max-color { color: $error; }
+    HealthPanel .check-spark.-nodata { visibility: hidden; }
     HealthPanel > #health-none { color: $text-muted; height: 1; display: none; }
     """
 
