@@ -387,6 +387,42 @@ async def test_another_environment_shows_its_own_checks_and_back_again(health_wo
         assert [row.spark.has_class("-down") for row in panel_of(app).query(CheckRow)] == [False, True]
 
 
+async def test_rows_beyond_the_panels_height_are_drawn_as_they_scroll_into_view(repo: Repo, tmp_path: Path) -> None:
+    checks = "".join(f'[[environments.production.health]]\nname = "c{n:02}"\nurl = "http://127.0.0.1:9/{n}"\n'
+                     "interval = 2\ntimeout = 1\n" for n in range(20))
+    (repo.path / "andon.toml").write_text('[environments.production]\ndeploy = ["true"]\n' + checks)
+    sha = repo.commit("live")
+    db = tmp_path / "deploys.db"
+    log = DeployLog.open(db, clock=lambda: NOW)
+    log.record("production", sha, "succeeded", who="ci", at=NOW - timedelta(hours=1))
+    assert log.take_lease("health:production", "watch-elsewhere", 3600)  # this dashboard never probes
+    record_round(log, [s for n in range(20) for s in history_of("production", f"c{n:02}", 3, latency=10.0 + n)],
+                 "healthy")
+    world = resolve_world(repo.path, db, None, clock=lambda: NOW)
+    app = make_app(world, first=load_first_screen(world))
+    try:
+        async with app.run_test(size=(120, 40)) as pilot:
+            await settle(pilot)
+            panel = panel_of(app)
+            assert panel.size.height == 8  # eight of the twenty rows in view
+            rows = rows_of(app)
+            assert list(rows) == [f"c{n:02}" for n in range(20)]
+            assert rows["c00"].startswith("✔ c00") and rows["c07"].startswith("✔ c07")
+            assert rows["c19"] == " | "  # far out of view: not drawn yet
+            panel.scroll_end(animate=False)
+            await pilot.pause()
+            assert rows_of(app)["c19"].startswith("✔ c19") and "35 ms" in rows_of(app)["c19"]
+            # A read while scrolled down draws the rows in view with their new samples.
+            record_round(log, [sample("production", "c19", 0.5, DOWN, None, error="connection refused",
+                                      status=None)], "degraded")
+            app.screen.health.read()
+            assert await wait_for(pilot, lambda: rows_of(app)["c19"].startswith("✘ c19"))
+            assert "connection refused" in rows_of(app)["c19"]
+    finally:
+        world.close()
+        log.close()
+
+
 async def test_on_a_narrow_terminal_the_health_rows_fit_the_width(health_world) -> None:
     made = health_world
     record_round(made["log"], history_of("production", "api", 5, version=made["shas"][2])

@@ -11,9 +11,9 @@ The main screen's health feed (:mod:`tui.health_feed`) mounts the panel after th
 frame (this module and ``Sparkline`` are not on the path to it) and hands it a
 :class:`~tui.loading.HealthView` whenever a worker has read the samples
 (:meth:`HealthPanel.show`). An environment may have a hundred checks, read again after
-every round: a show redraws only the rows whose check changed, none of them asks for a
-layout of the screen unless its size changes, and the rows are kept from one
-environment to the next rather than mounted anew.
+every round: a show draws only the rows in view whose check changed (the others when
+they scroll into view), none of them asks for a layout of the screen unless its size
+changes, and the rows are kept from one environment to the next rather than mounted anew.
 """
 
 from __future__ import annotations
@@ -138,7 +138,8 @@ class CheckRow(Horizontal):
         self.head = Static(classes="check-head")
         self.spark = Sparkline([], classes="check-spark")
         self.tail = Static(classes="check-tail")
-        self._shown: tuple[object, ...] | None = None  # what show() last drew
+        self._shown: tuple[object, ...] | None = None  # what draw() last drew
+        self._pending: tuple[CheckHealth, str | None, int] | None = None  # what show() gave, not drawn yet
         self._head_width = -1
 
     def compose(self) -> ComposeResult:
@@ -146,18 +147,29 @@ class CheckRow(Horizontal):
         yield self.spark
         yield self.tail
 
-    def show(self, check: CheckHealth, live_sha: str | None, name_width: int = NAME_WIDTH) -> None:
-        """Draw ``check``; a row whose samples, drift and live SHA are those it shows is left alone.
+    def show(self, check: CheckHealth, live_sha: str | None, name_width: int = NAME_WIDTH, *,
+             draw: bool = True) -> None:
+        """Show ``check`` in this row: drawn now, or (``draw`` False) when :meth:`draw` is called."""
+        self.check_name = check.name  # rows are reused from one environment to the next
+        self._pending = (check, live_sha, name_width)
+        if draw:
+            self.draw()
 
-        With a hundred checks a read redraws a hundred rows, a few of them visible: no row
-        asks for a layout unless its head changes width (the head's width is fixed for a
-        name column), so a read costs the screen a repaint, not a reflow of every row.
+    def draw(self) -> None:
+        """Draw what :meth:`show` was given last; a row whose check, samples, drift and live
+        SHA are those it shows is left alone.
+
+        No row asks for a layout unless its head changes width (the head's width is fixed
+        for a name column): drawing a row costs the screen a repaint, not a reflow.
         """
+        if self._pending is None:
+            return
+        check, live_sha, name_width = self._pending
+        self._pending = None
         shown = (check.name, check.samples, check.drift, live_sha, name_width)
         if shown == self._shown:
             return
         self._shown = shown
-        self.check_name = check.name  # rows are reused from one environment to the next
         latest = check.samples[-1] if check.samples else None
         spark = self.spark
         spark.set_class(latest is not None and latest.state == DOWN, "-down")
@@ -212,6 +224,19 @@ class HealthPanel(Vertical):
     def on_mount(self) -> None:
         self.border_title = "Health"
         self.set_interval(1, self._tick)
+        self.watch(self, "scroll_y", self._draw_in_view, init=False)
+
+    def on_resize(self) -> None:
+        self._draw_in_view()
+
+    def _in_view(self) -> range:
+        """The indexes of the rows in view (each row is one line), and one either side."""
+        top = int(self.scroll_y)
+        return range(max(0, top - 1), min(len(self._rows), top + self.size.height + 1))
+
+    def _draw_in_view(self) -> None:
+        for index in self._in_view():
+            self._rows[index].draw()
 
     def verifying(self, deploy_id: int | None, started: str | None, until: str | None) -> None:
         """A deploy is being verified (``andon deploy`` watches its health) from ``started``
@@ -254,9 +279,13 @@ class HealthPanel(Vertical):
                 await self.query_one("#health-rows", Vertical).mount_all(more)
             rows = self._rows
             if names:
+                # Only the rows in view are drawn now, the others as they scroll into view:
+                # a Textual widget redrawn out of view costs the screen a new map of every
+                # widget (~40 ms with a hundred checks), and a read is made every round.
                 width = min(NAME_WIDTH, max(len(name) for name in names))
                 for row, check in zip(rows, view.checks, strict=True):
-                    row.show(check, view.live_sha, width)
+                    row.show(check, view.live_sha, width, draw=False)
+                self._draw_in_view()
 
     def title(self, view: HealthView) -> Content:
         env = Content.styled(view.env, "bold")
