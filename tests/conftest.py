@@ -41,11 +41,15 @@ PROXY_VARIABLES = tuple(f"{name}_proxy" for name in ("http", "https", "all", "no
     f"{name.upper()}_PROXY" for name in ("http", "https", "all", "no"))
 
 
-def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Callable[[], asyncio.AbstractEventLoop]] | None:
-    """The prober's tests run on both loops it runs on (backend.health.new_event_loop): uvloop's and asyncio's."""
-    if item.path.name != "test_health.py":
-        return None
+def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """The prober's tests run on both loops it runs on (backend.health.new_event_loop): uvloop's and asyncio's.
+
+    Every other async test gets asyncio's loop alone (one factory adds no test id): pytest-asyncio
+    1.5 refuses a None from this hook, failing the collection of every module with an async test.
+    """
     factories: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {"asyncio": asyncio.new_event_loop}
+    if item.path.name != "test_health.py":
+        return factories
     try:
         import uvloop
     except ImportError:  # not installed on this platform: new_event_loop falls back to asyncio's
