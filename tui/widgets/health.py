@@ -19,6 +19,7 @@ changes, and the rows are kept from one environment to the next rather than moun
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
@@ -230,9 +231,10 @@ class HealthPanel(Vertical):
         self._draw_in_view()
 
     def _in_view(self) -> range:
-        """The indexes of the rows in view (each row is one line), and one either side."""
-        top = int(self.scroll_y)
-        return range(max(0, top - 1), min(len(self._rows), top + self.size.height + 1))
+        """The indexes of the rows in view (each row is one line; none more: drawing a row
+        out of view, even the next one, costs the repaint a new map of every widget)."""
+        top = self.scroll_y
+        return range(max(0, math.floor(top)), min(len(self._rows), math.ceil(top + self.size.height)))
 
     def _draw_in_view(self) -> None:
         for index in self._in_view():
