@@ -1,14 +1,27 @@
-"""Running deploy commands: argv lists only, a process group of their own, bounded output.
+"""Running deploy and rollback actions: commands (argv lists only, a process group of their
+own, bounded output) and HTTP requests.
 
 The command starts in a new session so that a timeout, Ctrl-C or SIGTERM stops
 the whole group (``subprocess.run(timeout=...)`` would leave grandchildren
 running). Output is read from a pipe by a thread that drains it until the command
 has exited and a grace has passed, passed on to ``on_output`` as it comes and
-kept, bounded, for the log.
+kept, bounded, for the log. ``on_start`` is told the new group's id as soon as the
+command exists, so that the log can name it: if andon itself is killed, whoever
+notices stops that group (:func:`backend.deployer.reap`).
+
+An action that is an HTTP request (:class:`~backend.config.HttpAction`, a CI system's
+API) is sent with httpx by :meth:`Runner.request`: the URL and the header values come
+from environment variables, ``{sha}`` and ``{env}`` are replaced in every string of
+the JSON body, and success is a 2xx answer. The answer's status and a short cleaned
+excerpt of its body are the output. A variable that is not set, a URL that is not
+http(s) or a server that cannot be reached is a one-line :class:`RunError` (recorded
+as failed); a timeout, Ctrl-C or SIGTERM stops waiting for the answer (the request may
+have been received: the output says so).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import select
 import signal
@@ -17,16 +30,24 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from backend import AndonError
 from backend.processes import alive
-from backend.text import clean, decode
+from backend.text import clean, clean_line, decode
+
+if TYPE_CHECKING:
+    from backend.config import HttpAction
 
 OUTPUT_LIMIT = 256 * 1024  # characters of output kept in the log per deploy
 STOP_GRACE = 5.0  # seconds between SIGTERM and SIGKILL
 TIMEOUT_EXIT = 124  # as timeout(1)
 DRAIN_AFTER_EXIT = 2.0  # seconds to keep reading output after the command exits
 POLL = 0.1  # seconds between two looks at a stop request or the end of the output
+HTTP_CONNECT_TIMEOUT = 10.0  # seconds to connect to an HTTP action's server
+HTTP_READ_TIMEOUT = 60.0  # seconds without a byte of the answer
+HTTP_BODY_LIMIT = 64 * 1024  # bytes of an HTTP action's answer read (decompressed)
+HTTP_EXCERPT = 300  # characters of the answer's body kept in the output
 
 
 class RunError(AndonError):
@@ -85,12 +106,50 @@ class RunResult:
 
 def substitute(argv: Sequence[str], values: Mapping[str, str]) -> list[str]:
     """Replace ``{sha}``-style placeholders inside each argument; each stays one argument."""
-    result = []
-    for part in argv:
-        for key, value in values.items():
-            part = part.replace("{" + key + "}", value)
-        result.append(part)
-    return result
+    return [_fill_text(part, values) for part in argv]
+
+
+def _fill_text(text: str, values: Mapping[str, str]) -> str:
+    for key, value in values.items():
+        text = text.replace("{" + key + "}", value)
+    return text
+
+
+def fill_json(item: Any, values: Mapping[str, str]) -> Any:
+    """A decoded JSON body with ``{sha}``-style placeholders replaced in every string (keys too)."""
+    if isinstance(item, str):
+        return _fill_text(item, values)
+    if isinstance(item, list):
+        return [fill_json(part, values) for part in item]
+    if isinstance(item, dict):
+        return {_fill_text(str(key), values): fill_json(part, values) for key, part in item.items()}
+    return item
+
+
+def _excerpt(data: bytes, truncated: bool) -> str:
+    """An answer's body as one short clean line (whitespace runs become one space)."""
+    text = " ".join(clean_line(decode(data)).split())
+    if len(text) > HTTP_EXCERPT or (truncated and text):
+        return text[:HTTP_EXCERPT] + "…"
+    return text
+
+
+def _http_problem(error: BaseException, host: str) -> str:
+    """Why an HTTP action got no answer, in a few words."""
+    import httpx
+
+    if isinstance(error, httpx.ConnectTimeout):
+        return f"cannot connect to {host}: timed out"
+    if isinstance(error, httpx.ConnectError):
+        text = str(error)
+        if "]" in text and text.startswith("[Errno"):
+            text = text.split("]", 1)[1].strip()
+        return f"cannot connect to {host}: {clean_line(text).lower() or 'connection failed'}"
+    if isinstance(error, httpx.ReadTimeout):
+        return f"{host} sent nothing for {HTTP_READ_TIMEOUT:g}s"
+    if isinstance(error, httpx.RemoteProtocolError):
+        return f"{host} broke off the answer: {clean_line(str(error))[:120]}"
+    return f"{type(error).__name__}: {clean_line(str(error))[:160]}" if str(error) else type(error).__name__
 
 
 def _whole_characters(data: bytes) -> int:
@@ -129,7 +188,9 @@ class Runner:
         timeout: float | None = None,
         on_output: Callable[[str], None] | None = None,
         output_limit: int = OUTPUT_LIMIT,
+        on_start: Callable[[int], None] | None = None,
     ) -> RunResult:
+        """Run ``argv``; ``on_start(pgid)`` is called once it has started (its failure is noted)."""
         if not argv:
             raise RunError("no command to run")
         if self._stopped:  # stopped (Ctrl-C, SIGTERM) before it could start
@@ -151,6 +212,12 @@ class Runner:
         except OSError as error:
             raise RunError(f"cannot run {argv[0]!r}: {error.strerror}") from None
         kept = BoundedOutput(output_limit)
+        if on_start is not None:
+            try:
+                on_start(process.pid)  # the leader of a new session: its pid is the group's id
+            except Exception as error:  # noqa: BLE001 - the command runs all the same
+                kept.note(f"\n[andon: could not record the command's process group {process.pid}: "
+                          f"{clean_line(str(error))}]\n")
         finished = threading.Event()  # set by run(): the drain stops at its next look
         forward = on_output
 
@@ -206,6 +273,97 @@ class Runner:
         finished.set()
         thread.join()
         return RunResult(self._exit_code(process.returncode), kept.text(), self._stopped)
+
+    def request(
+        self,
+        action: HttpAction,
+        values: Mapping[str, str],
+        *,
+        timeout: float | None = None,
+        environ: Mapping[str, str] | None = None,
+        on_output: Callable[[str], None] | None = None,
+    ) -> RunResult:
+        """Send ``action`` (see the module's docstring); exit code 0 for a 2xx answer, else 1.
+
+        Raises :class:`RunError` (exit code 1) when it cannot be sent or gets no answer.
+        """
+        import httpx
+
+        if self._stopped:
+            return RunResult(self._exit_code(None), "", self._stopped)
+        environ = os.environ if environ is None else environ
+        raw_url = environ.get(action.url_env, "").strip()
+        if not raw_url:
+            raise RunError(f"environment variable {action.url_env} is not set (it holds the URL to "
+                           f"{action.method})", 1)
+        try:
+            url = httpx.URL(raw_url)
+        except (httpx.InvalidURL, TypeError, ValueError):
+            url = None
+        if url is None or url.scheme not in ("http", "https") or not url.host:
+            raise RunError(f"environment variable {action.url_env} does not hold an http:// or https:// URL", 1)
+        # Shown without user, password or query: a token may hide there.
+        shown = f"{action.method} {url.scheme}://{url.host}{f':{url.port}' if url.port else ''}{url.path}"
+        headers: dict[str, str] = {}
+        for name, variable in action.headers:
+            value = environ.get(variable, "")
+            if not value.strip():
+                raise RunError(f"environment variable {variable} is not set (it holds the {name} header "
+                               f"of {shown})", 1)
+            if not value.isascii() or clean_line(value) != value:
+                raise RunError(f"environment variable {variable} (the {name} header) holds a control or "
+                               "non-ASCII character", 1)
+            headers[name] = value
+        body = fill_json(json.loads(action.body), values)
+        content = None if body is None else json.dumps(body, ensure_ascii=False).encode()
+        if content is not None and not any(name.lower() == "content-type" for name in headers):
+            headers["Content-Type"] = "application/json"
+        limit = None if timeout is None else max(timeout, 0.001)
+        http_timeout = httpx.Timeout(min(HTTP_READ_TIMEOUT, limit or HTTP_READ_TIMEOUT),
+                                     connect=min(HTTP_CONNECT_TIMEOUT, limit or HTTP_CONNECT_TIMEOUT))
+        box: dict[str, Any] = {}
+
+        def send() -> None:
+            try:
+                with httpx.Client(timeout=http_timeout, follow_redirects=False) as client, \
+                        client.stream(action.method, url, headers=headers, content=content) as response:
+                    data = bytearray()
+                    truncated = False
+                    for chunk in response.iter_bytes():
+                        data += chunk
+                        if len(data) >= HTTP_BODY_LIMIT:
+                            truncated = True
+                            break
+                    box["answer"] = (response.status_code, response.reason_phrase, bytes(data[:HTTP_BODY_LIMIT]),
+                                     truncated)
+            except Exception as error:  # noqa: BLE001 - every failure is one line in the log
+                box["error"] = _http_problem(error, url.host)
+
+        show = on_output or (lambda _text: None)
+        show(f"[andon: {shown}]\n")
+        sender = threading.Thread(target=send, name="andon-http-action", daemon=True)
+        sender.start()
+        deadline = None if limit is None else time.monotonic() + limit
+        while sender.is_alive() and not self._stopped:
+            if deadline is not None and time.monotonic() >= deadline:
+                self.stop("timeout")
+                break
+            sender.join(POLL)
+        if self._stopped:
+            # The request may be on its way or received: never claim it was not.
+            note = {"timeout": f"no answer within the {timeout or 0:g}s timeout"}.get(
+                self._stopped, f"stopped by {self._stopped}")
+            text = f"[andon: {shown}]\n[andon: {note} while waiting for the answer; the request may have been received]\n"
+            show(text.split("\n", 1)[1])
+            return RunResult(self._exit_code(None), text, self._stopped)
+        if "error" in box:
+            raise RunError(f"{shown}: {box['error']}", 1)
+        status, phrase, data, truncated = box["answer"]
+        excerpt = _excerpt(data, truncated)
+        verdict = f"HTTP {status}" + (f" {clean_line(phrase)}" if phrase else "")
+        lines = f"[andon: {verdict}]\n" + (f"{excerpt}\n" if excerpt else "")
+        show(lines)
+        return RunResult(0 if 200 <= status < 300 else 1, f"[andon: {shown}]\n{lines}")
 
     def _wait(self, process: subprocess.Popen[bytes], timeout: float | None) -> None:
         """Wait for the command to exit, stopping its group once a stop has been asked for:
