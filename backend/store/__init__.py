@@ -10,11 +10,12 @@ schema steps appended to :data:`MIGRATIONS`.
 
 from __future__ import annotations
 
-from backend.store import deploys, health, leases, ranges
+from backend.store import deploys, health, leases, line, ranges
 from backend.store.core import EVENTS_SCHEMA, Changes, LogCore, Migration, StoreError, create_meta
 from backend.store.deploys import DeploysMixin, ImportResult
 from backend.store.health import HealthMixin
 from backend.store.leases import Lease, LeasesMixin, holder_id
+from backend.store.line import LineMixin
 from backend.store.ranges import RangesMixin
 
 # Applied in this order, once each, never edited; append only. ``breaking=True`` for a
@@ -26,11 +27,12 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(deploys.SUCCEEDED_INDEX),  # 4: previous SHAs worked out when read
     Migration(leases.SCHEMA),  # 5: leases (one prober per environment), additive
     Migration(health.SCHEMA),  # 6: health samples and each environment's state, additive
+    Migration(line.SCHEMA),  # the line, rollbacks, deploys' process groups (issue 8), additive
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
-class DeployLog(DeploysMixin, RangesMixin, LeasesMixin, HealthMixin, LogCore):
+class DeployLog(LineMixin, DeploysMixin, RangesMixin, LeasesMixin, HealthMixin, LogCore):
     """The deploy log at a path: open with :meth:`DeployLog.open`."""
 
     MIGRATIONS = MIGRATIONS
