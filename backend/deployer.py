@@ -20,6 +20,27 @@ reports a version reports the new SHA (:func:`backend.health.version_drift` says
 environment's lease is free or already ours (:mod:`backend.watcher`); a running
 ``andon watch`` keeps probing and recording, and the deploy still judges by its own probes.
 Ctrl-C or SIGTERM during verification records ``interrupted``, as during the command.
+
+**The line and one deploy at a time** (:mod:`backend.store.line`). A deploy starts only
+when the environment's line runs (else :class:`~backend.store.line.LineStopped`, unless
+``force``: then ``deploy.forced`` is written) and no other deploy of it is running; it
+waits for one that is, up to ``wait`` seconds (:class:`~backend.store.line.Busy` after).
+While waiting it stops an orphan: a deploy whose andon was killed and whose command
+still runs (:func:`reap`). When verification finds the deploy unhealthy and the
+environment has ``auto_stop``, the line stops by itself (who ``andon``) and, with
+``auto_rollback``, a rollback is requested (:func:`backend.rollback.stop_after_unhealthy`).
+
+**Actions.** A deploy or rollback action is a command (run by :class:`~backend.runner.Runner`
+in a process group of its own, which is recorded in the log as soon as it exists) or an
+HTTP request (:meth:`~backend.runner.Runner.request`). :func:`run_action` runs either.
+
+**Killed andons** (:func:`reap`). When the andon running a deploy or a rollback dies (even
+by SIGKILL), its row is left ``running`` and its command's process group orphaned. Whoever
+notices first (``andon deploy`` and ``andon rollback`` before they start, a rollback runner,
+``andon status`` and ``andon log``, and the dashboard when it reads an environment) stops that
+group (SIGTERM, SIGKILL after the runner's grace) and records the row ``interrupted``, its
+output saying so, or saying why the group could not be stopped. Until then the row reads as
+``running`` while the group lives (:meth:`backend.store.line.LineMixin._deploy`).
 """
 
 from __future__ import annotations
@@ -34,19 +55,35 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from backend import AndonError
-from backend.config import Environment, HttpAction, check_environment_name
-from backend.models import DOWN, FAILED, INTERRUPTED, SUCCEEDED, UNHEALTHY, Deploy, HealthSample, to_iso
-from backend.runner import RunError, Runner, substitute
-from backend.text import short
+from backend.config import Action, Environment, HttpAction, check_environment_name
+from backend.models import DOWN, FAILED, INTERRUPTED, RUNNING, SUCCEEDED, UNHEALTHY, Deploy, HealthSample, to_iso
+from backend.processes import alive, stop_group
+from backend.runner import STOP_GRACE, RunError, Runner, RunResult, substitute
+from backend.store.line import Busy, LineState, Turn
+from backend.text import clean_line, short
 from backend.world import World
 
 if TYPE_CHECKING:
     from backend.config import HealthCheck
+    from backend.rollback import AutoStop
     from backend.store import DeployLog
 
 SyncProbe = Callable[[Mapping[str, Sequence["HealthCheck"]]], list[HealthSample]]
 POLL = 0.1  # seconds between two looks at a stop request while waiting for the next round
 STOPPED_BY = {"SIGINT": "Ctrl-C", "SIGTERM": "SIGTERM"}
+DEFAULT_WAIT = 300.0  # seconds andon deploy waits for another deploy of its environment
+WAIT_POLL = 0.2  # seconds between two looks at the deploy being waited for
+# A running deploy of another host blocks for at most its environment's timeout plus its
+# verification window plus this: by then its andon has stopped it, or died.
+STALE_MARGIN = 60.0
+
+
+class Interrupted(AndonError):
+    """Ctrl-C or SIGTERM while waiting for the environment: nothing was started."""
+
+    def __init__(self, signal_name: str) -> None:
+        super().__init__(f"stopped by {STOPPED_BY.get(signal_name, signal_name)} while waiting; nothing was deployed")
+        self.exit_code = 128 + int(getattr(signal, signal_name, signal.SIGINT))
 
 
 class Verdict(NamedTuple):
@@ -63,6 +100,95 @@ class DeployOutcome:
     deploy: Deploy
     exit_code: int  # the command's; 128 + the signal's number when verification was stopped
     verdict: Verdict | None = None  # None: not verified (no checks, verify_seconds = 0, or the command failed)
+    forced: LineState | None = None  # the stop this deploy overrode with force
+    auto: AutoStop | None = None  # what an unhealthy verdict did to the line (auto_stop)
+
+
+def stale_after(settings: Environment) -> float:
+    """Seconds after which another host's running deploy of this environment stops blocking."""
+    return settings.timeout + settings.verify_seconds + STALE_MARGIN
+
+
+def reap(log: DeployLog, env: str | None = None, *, grace: float = STOP_GRACE) -> list[Deploy]:
+    """Finish the deploys (of ``env``) whose andon died on this host, stopping their orphaned
+    process groups first; end the rollbacks whose runner died before they started.
+
+    Cheap when nothing died (one query). Safe to call from any andon at any time, several at
+    once: the first to finish a row writes its events, the others find it finished. Returns
+    the rows this call finished.
+    """
+    finished = []
+    for orphan in log.orphans(env):
+        what = f"[andon: the andon running this {'rollback' if orphan.trigger == 'rollback' else 'deploy'} " \
+               f"(pid {orphan.pid}) died"
+        if orphan.pgid is not None and alive(orphan.pgid, group=True):
+            problem = stop_group(orphan.pgid, grace)
+            note = (f"{what}; its command's process group {orphan.pgid} could not be stopped: {problem}]\n"
+                    if problem else f"{what}; its command's process group {orphan.pgid} was stopped]\n")
+        elif orphan.pgid is not None:
+            note = f"{what}; its command had ended]\n"
+        else:
+            note = f"{what}]\n"
+        done = log.end_orphan(orphan.deploy_id, note)
+        if done is not None:
+            finished.append(done)
+    for rollback in log.orphan_rollbacks(env):
+        log.end_rollback(rollback.id, INTERRUPTED, f"its runner (pid {rollback.runner_pid}) died before it started")
+    return finished
+
+
+def take_turn(world: World, env: str, sha: str, *, who: str, trigger: str, reason: str, force: bool,
+              wait: float, settings: Environment, interrupted: Callable[[], str | None] = lambda: None,
+              on_wait: Callable[[Deploy], None] | None = None,
+              monotonic: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> Turn:
+    """Start a deploy of ``env`` once no other deploy of it runs (see the module's docstring).
+
+    Raises :class:`~backend.store.line.LineStopped` (the line is stopped, no ``force``),
+    :class:`~backend.store.line.Busy` (still blocked after ``wait`` seconds) or
+    :class:`Interrupted`. ``on_wait`` hears of the deploy it waits for, once.
+    """
+    log = world.log
+    reap(log, env)
+    deadline = monotonic() + max(0.0, wait)
+    told = False
+    while True:
+        stopped = interrupted()
+        if stopped:
+            raise Interrupted(stopped)
+        turn = log.try_start(env, sha, who=who, trigger=trigger, reason=reason, force=force,
+                             stale_after=stale_after(settings))
+        if turn.blocker is None:
+            return turn
+        blocker = turn.blocker
+        if reap(log, env):  # it was an orphan (its andon died, its command ran on): stopped now
+            continue
+        if monotonic() >= deadline:
+            raise Busy(blocker, wait)
+        if not told and on_wait is not None:
+            on_wait(blocker)
+            told = True
+        # Read-only looks until it ends (or the deadline): no write lock is taken while waiting,
+        # unless its andon dies meanwhile and its orphaned command must be stopped.
+        while monotonic() < deadline and not interrupted():
+            sleep(min(WAIT_POLL, max(0.0, deadline - monotonic())))
+            if log.get(blocker.id).status != RUNNING or reap(log, env):
+                break
+
+
+def run_action(world: World, started: Deploy, action: Action, *, runner: Runner, timeout: float,
+               on_output: Callable[[str], None] | None = None) -> RunResult:
+    """Run a deploy's or rollback's action for the row ``started``: a command (its process group
+    recorded in the log as soon as it exists) or an HTTP request. Raises :class:`RunError`."""
+    values = {"sha": started.sha, "env": started.env}
+    if isinstance(action, HttpAction):
+        return runner.request(action, values, timeout=timeout, on_output=on_output)
+    child_env = dict(os.environ)
+    child_env.update(
+        ANDON_ENV=started.env, ANDON_SHA=started.sha, ANDON_PREV_SHA=started.prev_sha or "",
+        ANDON_DEPLOY_ID=str(started.id),
+    )
+    return runner.run(substitute(action, values), cwd=world.history.root, env=child_env, timeout=timeout,
+                      on_output=on_output, on_start=lambda pgid: world.log.record_process(started.id, pgid))
 
 
 def deploy(
@@ -77,38 +203,39 @@ def deploy(
     reason: str = "",
     interrupted: Callable[[], str | None] | None = None,
     probe: SyncProbe | None = None,
+    force: bool = False,
+    wait: float = DEFAULT_WAIT,
+    on_wait: Callable[[Deploy], None] | None = None,
 ) -> DeployOutcome:
     """Run ``command`` (default: the environment's deploy action) for ``revision`` and record it.
 
-    ``interrupted`` tells whether a stop was asked for ("SIGINT", "SIGTERM") while the
-    deploy is being verified (the runner hears it during the command); ``probe``
-    replaces :func:`backend.health.probe_round`.
+    ``interrupted`` tells whether a stop was asked for ("SIGINT", "SIGTERM") while waiting
+    for the environment or while the deploy is being verified (the runner hears it during
+    the command); ``probe`` replaces :func:`backend.health.probe_round`. ``force`` deploys
+    through a stopped line (recorded); ``wait`` is how long to wait for another deploy of
+    the environment, ``on_wait`` hears which one, once.
     """
     check_environment_name(env)
     settings = world.config.environment(env)
-    if not command:
-        if settings.deploy is None:
-            where = world.config.source.name if world.config.source else "andon.toml"
-            raise AndonError(
-                f"environment {env!r} has no deploy action in {where}: configure "
-                f"environments.{env}.deploy or give the command after --"
-            )
-        if isinstance(settings.deploy, HttpAction):
-            # Until the HTTP runner lands (issue 8, in progress): refuse before anything is recorded.
-            raise AndonError(f"environment {env!r}: a deploy action that is an HTTP request cannot run yet")
-        command = settings.deploy
+    action: Action
+    if command:
+        action = tuple(command)
+    elif settings.deploy is None:
+        where = world.config.source.name if world.config.source else "andon.toml"
+        raise AndonError(
+            f"environment {env!r} has no deploy action in {where}: configure "
+            f"environments.{env}.deploy or give the command after --"
+        )
+    else:
+        action = settings.deploy
     sha = world.history.resolve(revision)
     trigger = trigger or ("ci" if os.environ.get("CI") else "manual")
-    started = world.log.start(env, sha, who=world.who(), trigger=trigger, reason=reason)
-    argv = substitute(command, {"sha": sha, "env": env})
-    child_env = dict(os.environ)
-    child_env.update(
-        ANDON_ENV=env, ANDON_SHA=sha, ANDON_PREV_SHA=started.prev_sha or "",
-        ANDON_DEPLOY_ID=str(started.id),
-    )
+    turn = take_turn(world, env, sha, who=world.who(), trigger=trigger, reason=clean_line(reason), force=force,
+                     wait=wait, settings=settings, interrupted=interrupted or (lambda: None), on_wait=on_wait)
+    started = turn.started
+    assert started is not None
     try:
-        result = runner.run(argv, cwd=world.history.root, env=child_env, timeout=settings.timeout,
-                            on_output=on_output)
+        result = run_action(world, started, action, runner=runner, timeout=settings.timeout, on_output=on_output)
     except RunError as error:
         world.log.finish(started.id, FAILED, exit_code=error.exit_code, output=str(error) + "\n")
         world.keep_ranges([started])
@@ -156,7 +283,12 @@ def deploy(
             exit_code = 128 + int(getattr(signal, verdict.stopped, signal.SIGINT))
     finished = world.log.finish(started.id, status, exit_code=result.exit_code, output=output)
     world.keep_ranges([finished])
-    return DeployOutcome(finished, exit_code, verdict)
+    auto = None
+    if finished.status == UNHEALTHY and verdict is not None and settings.auto_stop:
+        from backend.rollback import stop_after_unhealthy  # it runs actions through this module
+
+        auto = stop_after_unhealthy(world, finished, verdict.reason, settings)
+    return DeployOutcome(finished, exit_code, verdict, turn.forced, auto)
 
 
 # -- verification ------------------------------------------------------------------------

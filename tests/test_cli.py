@@ -345,9 +345,13 @@ def test_deploy_stopped_by_a_signal_stops_the_group_and_records_interrupted(
     assert (entry["status"], entry["exit_code"]) == ("interrupted", code)
 
 
-def test_deploy_whose_andon_was_killed_shows_as_interrupted_not_running(
+def test_deploy_whose_andon_was_killed_shows_as_running_while_its_command_runs_then_is_stopped_and_interrupted(
     repo: Repo, scripts: Path, tmp_path: Path
 ) -> None:
+    """CI kills `andon deploy` with SIGKILL: its command (in its own process group) runs on.
+    The log says `running` while it does, never `interrupted`; the next andon to look stops
+    the orphaned group (the grandchild ignores SIGTERM: SIGKILL after the grace) and records
+    the row interrupted, its output saying why."""
     repo.commit("first")
     pids = tmp_path / "pids"
     process = start("deploy", "--env", "staging", "--", sys.executable, scripts / "hang.py", pids,
@@ -357,11 +361,32 @@ def test_deploy_whose_andon_was_killed_shows_as_interrupted_not_running(
         assert process.stdout.readline() == b"ready\n"
         process.kill()
         process.wait()
-        [entry] = deploys(repo.path)
+        leader, grandchild = map(int, pids.read_text().split())
+        assert not dead(leader) and not dead(grandchild)  # orphaned, still running
+        from backend.store import DeployLog
+
+        log = DeployLog.open(repo.path / ".git" / "andon" / "deploys.db")
+        try:
+            assert log.get(1).status == "running"  # a reader that does not stop orphans (the dashboard)
+        finally:
+            log.close()
+        [entry] = deploys(repo.path)  # andon log notices, stops the group, finishes the row
         assert entry["status"] == "interrupted"
-        assert entry["finished_at"] is None
+        assert entry["finished_at"]
+        assert wait_dead(leader) and wait_dead(grandchild)
+        full = json.loads(ok("log", "--json", cwd=repo.path).out)["deploys"][0]
+        assert full["status"] == "interrupted"
         status = json.loads(ok("status", "--json", cwd=repo.path).out)["environments"]
         assert status[0]["latest"]["status"] == "interrupted"
+        log = DeployLog.open(repo.path / ".git" / "andon" / "deploys.db")
+        try:
+            output = log.get(1).output
+            kinds = [event.kind for event in log.events()]
+        finally:
+            log.close()
+        assert output == (f"[andon: the andon running this deploy (pid {process.pid}) died; its command's "
+                          f"process group {leader} was stopped]\n")
+        assert kinds.count("deploy.finished") == 1
     finally:
         if process.poll() is None:
             process.kill()
@@ -391,6 +416,115 @@ def test_deploy_keeps_going_when_its_output_reader_goes_away(repo: Repo, tmp_pat
     assert code == 0
     [entry] = deploys(repo.path)
     assert (entry["sha"], entry["status"], entry["exit_code"]) == (head, "succeeded", 0)
+
+
+# -- the line and one deploy at a time (issue 8) ----------------------------------------------
+
+# Says "ready", then waits until the file argv[1] exists, then exits 0.
+GATE_SCRIPT = """\
+import os, sys, time
+print("ready", flush=True)
+while not os.path.exists(sys.argv[1]):
+    time.sleep(0.02)
+"""
+
+
+def test_deploy_is_refused_while_the_line_is_stopped_and_force_is_recorded(repo: Repo, scripts: Path) -> None:
+    head = repo.commit("first")
+    configure(repo, f"[environments.staging]\ndeploy = {toml_list(sys.executable, str(scripts / 'args.py'), '{sha}')}\n")
+    ok("stop", "--env", "staging", "--reason", "db migration \x1b[31mrunning", cwd=repo.path, env={"ANDON_USER": "alice"})
+    line = fails("deploy", "--env", "staging", cwd=repo.path, code=5)
+    assert re.fullmatch(r"andon: error: the line of staging is stopped by alice since \d{4}-\d\d-\d\d \d\d:\d\d:\d\d "
+                        r"UTC: db migration running; nothing was deployed \(andon resume --env staging, or --force "
+                        r"--reason WHY in an emergency\)", line), line
+    assert deploys(repo.path) == []
+    assert "--force needs --reason" in fails("deploy", "--env", "staging", "--force", cwd=repo.path, code=2)
+    result = ok("deploy", "--env", "staging", "--force", "--reason", "hotfix for the outage", cwd=repo.path,
+                env={"ANDON_USER": "bob"})
+    assert "ARGV" in result.out
+    assert result.err.splitlines()[0].startswith("andon: deploy #1 was forced through the stopped line (stopped by "
+                                                  "alice since ")
+    [entry] = deploys(repo.path)
+    assert (entry["sha"], entry["status"], entry["who"], entry["reason"]) == (head, "succeeded", "bob",
+                                                                               "hotfix for the outage")
+    from backend.store import DeployLog
+
+    log = DeployLog.open(repo.path / ".git" / "andon" / "deploys.db")
+    try:
+        [forced] = [event for event in log.events() if event.kind == "deploy.forced"]
+        assert (forced.who, forced.deploy_id) == ("bob", 1)
+        assert json.loads(forced.detail) == {"reason": "hotfix for the outage", "stopped_by": "alice",
+                                             "stopped_reason": "db migration running"}
+        assert log.line("staging").stopped  # forcing is not resuming
+    finally:
+        log.close()
+
+
+def test_a_second_deploy_waits_for_the_first_and_wait_1_gives_exit_6(repo: Repo, tmp_path: Path) -> None:
+    repo.commit("first")
+    (tmp_path / "gate.py").write_text(GATE_SCRIPT)
+    gate = tmp_path / "open"
+    configure(repo, f"[environments.staging]\ndeploy = {toml_list(sys.executable, str(tmp_path / 'gate.py'), str(gate))}\n")
+    first = start("deploy", "--env", "staging", cwd=repo.path, env={"ANDON_USER": "alice"})
+    second = None
+    try:
+        assert first.stdout is not None and first.stdout.readline() == b"ready\n"
+        began = time.monotonic()
+        result = andon("deploy", "--env", "staging", "--wait", "1", cwd=repo.path)
+        assert result.code == 6 and 1 <= time.monotonic() - began < 30
+        notice, line = result.err.splitlines()  # why it took a second, then why it gave up
+        assert notice.startswith("andon: waiting for deploy #1 of ") and notice.endswith("to end, up to 1s")
+        assert re.fullmatch(r"andon: error: deploy #1 of [0-9a-f]{7} to staging by alice \(started .* UTC\) is still "
+                            r"running after 1s of waiting; nothing was deployed \(--wait SECONDS waits longer\)",
+                            line), line
+        second = start("deploy", "--env", "staging", cwd=repo.path)
+        assert second.stderr is not None
+        waiting = second.stderr.readline().decode()
+        assert waiting.startswith("andon: waiting for deploy #1 of ") and waiting.endswith("to end, up to 300s\n")
+        assert len(deploys(repo.path)) == 1  # waiting, not racing
+        gate.touch()
+        assert finish(first).code == 0
+        assert second.wait(timeout=RUN_LIMIT) == 0
+    finally:
+        gate.touch()
+        for process in (first, second):
+            if process is not None and process.poll() is None:
+                process.kill()
+                process.wait()
+    newer, older = deploys(repo.path)
+    assert (older["id"], newer["id"]) == (1, 2)
+    assert newer["started_at"] >= older["finished_at"]  # one at a time
+    assert [entry["status"] for entry in (older, newer)] == ["succeeded", "succeeded"]
+
+
+@pytest.mark.parametrize("wait", ["-1", "soon", "nan", "inf"])
+def test_deploy_wait_must_be_a_number_of_seconds(repo: Repo, wait: str) -> None:
+    repo.commit("first")
+    assert "--wait" in fails("deploy", "--env", "staging", f"--wait={wait}", "--", "true", cwd=repo.path, code=2)
+
+
+def test_ctrl_c_while_waiting_for_another_deploy_deploys_nothing(repo: Repo, tmp_path: Path) -> None:
+    repo.commit("first")
+    (tmp_path / "gate.py").write_text(GATE_SCRIPT)
+    gate = tmp_path / "open"
+    configure(repo, f"[environments.staging]\ndeploy = {toml_list(sys.executable, str(tmp_path / 'gate.py'), str(gate))}\n")
+    first = start("deploy", "--env", "staging", cwd=repo.path)
+    second = None
+    try:
+        assert first.stdout is not None and first.stdout.readline() == b"ready\n"
+        second = start("deploy", "--env", "staging", cwd=repo.path)
+        assert second.stderr is not None and second.stderr.readline().startswith(b"andon: waiting for deploy #1")
+        second.send_signal(signal.SIGINT)
+        result = finish(second)
+        assert result.code == 130
+        assert result.err.splitlines() == ["andon: error: stopped by Ctrl-C while waiting; nothing was deployed"]
+        assert len(deploys(repo.path)) == 1
+    finally:
+        gate.touch()
+        for process in (first, second):
+            if process is not None and process.poll() is None:
+                process.kill()
+                process.wait()
 
 
 # -- record ----------------------------------------------------------------------------
@@ -795,7 +929,7 @@ def test_outside_a_repository_answers_plainly(tmp_path: Path) -> None:
     ("[environments.staging]\ntimeout = \"ten\"\n",
      "andon.toml:2: environments.staging.timeout must be a positive number of seconds"),
     ("[environments.staging]\ndeploy = \"./deploy.sh {sha}\"\n",
-     "andon.toml:2: environments.staging.deploy must be a command as a list of strings"),
+     "andon.toml:2: environments.staging.deploy must be a command like [\"./deploy.sh\", \"{sha}\"] or a request"),
     ("[environments.staging]\ndeploy = [\"true\"]\ntimeout = \n", "andon.toml:3: invalid TOML"),
     ("[environments.staging\n", "andon.toml:1: invalid TOML"),
 ], ids=["unknown-env-key", "unknown-top-key", "wrong-type", "command-as-string", "syntax", "unclosed-table"])

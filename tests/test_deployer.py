@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -542,7 +543,8 @@ def test_andon_deploy_exits_4_with_one_line_when_verification_fails(
                           cwd=repo.path, capture_output=True, text=True, timeout=120)
     assert done.returncode == 4
     assert done.stderr.splitlines() == [
-        f"andon: deploy #2 of {shas[1][:7]} to break: unhealthy: 3 failed rounds in a row (api: HTTP 503)"]
+        f"andon: deploy #2 of {shas[1][:7]} to break: unhealthy: 3 failed rounds in a row (api: HTTP 503); "
+        "the line is stopped (andon resume --env break)"]
 
 
 def test_ctrl_c_during_verification_stops_andon_deploy_as_interrupted(
@@ -572,3 +574,255 @@ def test_ctrl_c_during_verification_stops_andon_deploy_as_interrupted(
         assert recorded.output.endswith("[andon: interrupted: verification stopped by Ctrl-C]\n")
     finally:
         log.close()
+
+
+# -- HTTP actions (issue 8) -----------------------------------------------------------------------
+
+
+class Receiver:
+    """A CI system's API on 127.0.0.1: records each request (method, path, headers, JSON body) and
+    answers ``status`` with ``body``; ``delay`` seconds before answering."""
+
+    def __init__(self) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.status = 201
+        self.body = b'{"id": 42, "state": "queued"}'
+        self.delay = 0.0
+        self.requests: list[dict[str, Any]] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def answer(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                data = self.rfile.read(length) if length else b""
+                receiver.requests.append({"method": self.command, "path": self.path, "headers": dict(self.headers),
+                                          "body": json.loads(data) if data else None})
+                time.sleep(receiver.delay)
+                self.send_response(receiver.status)
+                self.send_header("Content-Length", str(len(receiver.body)))
+                self.end_headers()
+                self.wfile.write(receiver.body)
+
+            do_POST = do_PUT = do_PATCH = answer  # noqa: N815 - the http.server names
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        class Server(ThreadingHTTPServer):
+            daemon_threads = True
+            request_queue_size = 64
+
+        self.server = Server(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/api/deploy?token=s3cret"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+HTTP_CONFIG = """\
+[environments.production]
+deploy = { url_env = "CI_URL", method = "POST", headers = { Authorization = "CI_TOKEN" }, body = { ref = "main", inputs = { sha = "{sha}", target = "{env}", "{env}-list" = ["at {sha}", 3, true] } } }
+rollback = { url_env = "CI_URL", method = "PUT", body = { rollback_to = "{sha}" } }
+rollback_grace_seconds = 0
+timeout = 2
+"""
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    made = Receiver()
+    yield made
+    made.close()
+
+
+@pytest.fixture
+def hworld(repo: Repo, receiver: Receiver, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
+    (repo.path / "andon.toml").write_text(HTTP_CONFIG)
+    repo.commit("first")
+    repo.commit("second")
+    monkeypatch.setenv("CI_URL", receiver.url)
+    monkeypatch.setenv("CI_TOKEN", "Bearer abc")
+    made = resolve_world(repo.path, tmp_path / "deploys.db", None)
+    yield made
+    made.close()
+
+
+def test_an_http_deploy_action_succeeds_on_2xx_with_variables_and_placeholders_substituted(
+        hworld: World, receiver: Receiver, repo: Repo) -> None:
+    seen: list[str] = []
+    outcome = deploy(hworld, "production", "HEAD", runner=Runner(), on_output=seen.append)
+    head = repo.head()
+    assert (outcome.exit_code, outcome.deploy.status) == (0, SUCCEEDED)
+    [request] = receiver.requests
+    assert (request["method"], request["path"]) == ("POST", "/api/deploy?token=s3cret")
+    assert request["headers"]["Authorization"] == "Bearer abc"
+    assert request["headers"]["Content-Type"] == "application/json"
+    assert request["body"] == {"ref": "main", "inputs": {"sha": head, "target": "production",
+                                                         "production-list": [f"at {head}", 3, True]}}
+    recorded = hworld.log.get(outcome.deploy.id)
+    port = receiver.server.server_address[1]
+    assert recorded.output == (f"[andon: POST http://127.0.0.1:{port}/api/deploy]\n[andon: HTTP 201 Created]\n"
+                               '{"id": 42, "state": "queued"}\n')
+    assert "s3cret" not in recorded.output and "abc" not in recorded.output  # no secrets in the log
+    assert "".join(seen) == recorded.output
+
+
+def test_an_http_action_answered_500_fails_with_the_status_and_a_clean_excerpt(
+        hworld: World, receiver: Receiver) -> None:
+    receiver.status = 500
+    receiver.body = b"\x1b[31mboom\x1b[0m\n  stack\ttrace\n" + b"x" * 5000
+    outcome = deploy(hworld, "production", "HEAD", runner=Runner())
+    recorded = hworld.log.get(outcome.deploy.id)
+    assert (outcome.exit_code, recorded.status, recorded.exit_code) == (1, FAILED, 1)
+    lines = recorded.output.splitlines()
+    assert lines[1] == "[andon: HTTP 500 Internal Server Error]"
+    assert lines[2].startswith("boom stack trace xxx") and lines[2].endswith("…") and len(lines[2]) == 301
+    assert len(lines) == 3
+
+
+@pytest.mark.parametrize("missing, expected", [
+    ("CI_URL", "environment variable CI_URL is not set (it holds the URL to POST)"),
+    ("CI_TOKEN", "environment variable CI_TOKEN is not set (it holds the Authorization header of POST "),
+])
+def test_a_missing_variable_is_a_one_line_failure_recorded_failed(
+        hworld: World, receiver: Receiver, monkeypatch: pytest.MonkeyPatch, missing: str, expected: str) -> None:
+    monkeypatch.delenv(missing)
+    with pytest.raises(RunError) as caught:
+        deploy(hworld, "production", "HEAD", runner=Runner())
+    assert one_line(caught.value).startswith(expected)
+    [recorded] = hworld.log.deploys(with_output=True)
+    assert recorded.status == FAILED and recorded.output == str(caught.value) + "\n"
+    assert receiver.requests == []
+
+
+def test_an_unreachable_url_is_a_one_line_failure_recorded_failed(
+        hworld: World, receiver: Receiver, monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # nothing listens here once closed
+    monkeypatch.setenv("CI_URL", f"http://127.0.0.1:{port}/deploy")
+    with pytest.raises(RunError) as caught:
+        deploy(hworld, "production", "HEAD", runner=Runner())
+    assert one_line(caught.value) == f"POST http://127.0.0.1:{port}/deploy: cannot connect to 127.0.0.1: connection refused"
+    assert hworld.log.deploys()[0].status == FAILED
+    monkeypatch.setenv("CI_URL", "ftp://example.com/x")
+    with pytest.raises(RunError, match="does not hold an http:// or https:// URL"):
+        deploy(hworld, "production", "HEAD", runner=Runner())
+
+
+def test_an_http_action_with_no_answer_is_stopped_at_the_timeout_and_says_it_may_have_been_received(
+        hworld: World, receiver: Receiver) -> None:
+    receiver.delay = 5
+    began = time.monotonic()
+    outcome = deploy(hworld, "production", "HEAD", runner=Runner())
+    assert time.monotonic() - began < 4.5  # timeout = 2
+    recorded = hworld.log.get(outcome.deploy.id)
+    assert (recorded.status, outcome.exit_code) == (INTERRUPTED, 124)
+    assert "no answer within the 2s timeout while waiting for the answer; the request may have been received" \
+        in recorded.output
+
+
+def test_an_http_rollback_action_runs_with_the_target_sha(hworld: World, receiver: Receiver, repo: Repo) -> None:
+    from backend.rollback import request_rollback, run_rollback
+
+    first = repo.git("rev-parse", "HEAD~1")
+    deploy(hworld, "production", "HEAD~1", runner=Runner())
+    deploy(hworld, "production", "HEAD", runner=Runner())
+    requested = request_rollback(hworld, "production", "alice", "bad", spawn=False)
+    ended = run_rollback(hworld, requested.rollback.id, runner=Runner())
+    assert ended.status == SUCCEEDED
+    assert (receiver.requests[-1]["method"], receiver.requests[-1]["body"]) == ("PUT", {"rollback_to": first})
+    assert hworld.log.get(ended.deploy_id or 0).output.startswith("[andon: rolling production back to ")
+
+
+# -- the automatic stop (issue 8) ---------------------------------------------------------------
+
+
+def test_an_unhealthy_deploy_stops_the_line_by_itself_and_the_next_deploy_is_refused(
+    vworld: World, served: tuple[Service, list[str]]
+) -> None:
+    from backend.store.line import LineStopped
+
+    service, shas = served
+    outcome = deploy(vworld, "break", shas[2], runner=Runner())
+    assert outcome.deploy.status == UNHEALTHY
+    assert outcome.auto is not None and outcome.auto.stopped and outcome.auto.rollback is None
+    line = vworld.log.line("break")
+    assert (line.stopped, line.who, line.automatic, line.deploy_id) == (True, "andon", True, outcome.deploy.id)
+    assert line.reason == (f"deploy #{outcome.deploy.id} of {shas[2][:7]} is unhealthy: "
+                           "3 failed rounds in a row (api: HTTP 503)")
+    [stopped] = [event for event in vworld.log.events() if event.kind == "line.stopped"]
+    assert (stopped.who, stopped.deploy_id, json.loads(stopped.detail)["automatic"]) == (
+        "andon", outcome.deploy.id, True)
+    with pytest.raises(LineStopped):
+        deploy(vworld, "break", shas[1], runner=Runner())
+    assert not vworld.log.line("ok").stopped
+
+
+def test_without_auto_stop_an_unhealthy_deploy_leaves_the_line_running(
+    repo: Repo, served: tuple[Service, list[str]], tmp_path: Path
+) -> None:
+    service, shas = served
+    config = (repo.path / "andon.toml").read_text().replace("[environments.break]\n",
+                                                             "[environments.break]\nauto_stop = false\n")
+    (repo.path / "andon.toml").write_text(config)
+    world = resolve_world(repo.path, None, None)
+    try:
+        outcome = deploy(world, "break", shas[2], runner=Runner())
+        assert outcome.deploy.status == UNHEALTHY and outcome.auto is None
+        assert not world.log.line("break").stopped
+    finally:
+        world.close()
+
+
+ROLLBACK_RECORDER = """\
+import sys
+with open(sys.argv[2], "a") as handle:
+    handle.write(sys.argv[1] + "\\n")
+"""
+
+
+def test_auto_rollback_requests_a_rollback_that_runs_without_a_person_after_the_grace(
+    repo: Repo, served: tuple[Service, list[str]], tmp_path: Path
+) -> None:
+    service, shas = served
+    ran = tmp_path / "rolled-back"
+    (tmp_path / "record.py").write_text(ROLLBACK_RECORDER)
+    config = (repo.path / "andon.toml").read_text().replace(
+        "[environments.break]\n",
+        f"[environments.break]\nauto_rollback = true\nrollback_grace_seconds = 1\n"
+        f"rollback = {toml_list(sys.executable, str(tmp_path / 'record.py'), '{sha}', str(ran))}\n")
+    (repo.path / "andon.toml").write_text(config)
+    good = subprocess.run([sys.executable, "-m", "tui.cli", "deploy", "--env", "break", "--sha", shas[0], "--",
+                           "sh", str(tmp_path / "deploy.sh"), "{sha}", str(tmp_path / "running-version"), "ok"],
+                          cwd=repo.path, capture_output=True, text=True, timeout=120)
+    assert good.returncode == 0, good.stderr
+    bad = subprocess.run([sys.executable, "-m", "tui.cli", "deploy", "--env", "break", "--sha", shas[1]],
+                         cwd=repo.path, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 4, bad.stderr
+    [line] = bad.stderr.splitlines()
+    assert line.startswith(f"andon: deploy #2 of {shas[1][:7]} to break: unhealthy: 3 failed rounds in a row "
+                           f"(api: HTTP 503); the line is stopped and rollback #1 to {shas[0][:7]} (deploy #1) runs at ")
+    assert line.endswith("UTC unless cancelled (andon rollback --cancel --env break)")
+    log = DeployLog.open(repo.path / ".git" / "andon" / "deploys.db")
+    try:
+        deadline = time.monotonic() + 60
+        while log.rollbacks()[0].active:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        [rollback] = log.rollbacks()
+        assert (rollback.status, rollback.who, rollback.automatic, rollback.reverts) == (SUCCEEDED, "andon", True, 2)
+        assert log.line("break").stopped and log.line("break").who == "andon"
+        requested = [json.loads(e.detail) for e in log.events() if e.kind == "rollback.requested"]
+        assert requested[0]["automatic"] is True and requested[0]["target_sha"] == shas[0]
+    finally:
+        log.close()
+    assert ran.read_text() == shas[0] + "\n"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import codecs
+import contextlib
 import gc
 import json
 import os
@@ -23,6 +24,7 @@ from backend import AndonError
 from backend.config import check_environment_name
 from backend.history import FULL_SHA
 from backend.models import FINAL_STATUSES, SUCCEEDED, UNHEALTHY, Deploy, from_iso, to_iso, when
+from backend.store.line import Busy, LineStopped, RollbackUnderWay
 from backend.text import clean_line, short
 from backend.world import World, resolve_world
 
@@ -30,6 +32,18 @@ EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_UNHEALTHY = 3  # andon health: an environment is degraded, down or unknown
 EXIT_DEPLOY_UNHEALTHY = 4  # andon deploy: the command succeeded, the health verification did not
+EXIT_LINE_STOPPED = 5  # andon deploy: the line is stopped (refused; --force overrides)
+EXIT_BUSY = 6  # andon deploy: another deploy of the environment still ran when --wait ran out
+EXIT_ROLLBACK_UNDER_WAY = 7  # andon rollback/resume: a rollback is already pending or running
+
+
+class UsageError(AndonError):
+    """A usage mistake argparse cannot see (exit 2, one line)."""
+
+
+def when_seconds(stamp: str) -> str:
+    """A log time as ``2026-11-20 14:03:05`` (UTC)."""
+    return stamp[:19].replace("T", " ")
 
 
 class Parser(argparse.ArgumentParser):
@@ -65,7 +79,35 @@ def build_parser() -> Parser:
     deploy.add_argument("--sha", default="HEAD", help="the revision to deploy (default: HEAD)")
     deploy.add_argument("--reason", default="", help="why (kept in the log)")
     deploy.add_argument("--trigger", choices=["ci", "manual"], help="default: ci when $CI is set, else manual")
+    deploy.add_argument("--force", action="store_true",
+                        help="deploy even though the line is stopped (needs --reason; recorded as forced)")
+    deploy.add_argument("--wait", type=_seconds, default=300.0, metavar="SECONDS",
+                        help="wait this long for another deploy of the environment to end (default 300; then exit 6)")
     deploy.add_argument("cmd", nargs=argparse.REMAINDER, help="-- COMMAND... to run instead of the configured action")
+
+    stop = command("stop", "stop the line of an environment: andon deploy refuses until it is resumed")
+    stop.add_argument("--env", required=True, help="the environment")
+    stop.add_argument("--reason", required=True, help="why (kept in the log, shown to everyone)")
+
+    resume = command("resume", "resume the line of an environment")
+    resume.add_argument("--env", required=True, help="the environment")
+    resume.add_argument("--reason", default="", help="why (kept in the log)")
+
+    rollback = command("rollback", "stop the line and roll back to the last good deploy (after a grace anyone may "
+                                   "cancel in)")
+    rollback.add_argument("--env", required=True, help="the environment")
+    rollback.add_argument("--to", metavar="DEPLOY-ID|SHA",
+                          help="roll back to this deploy (12 or #12) or revision (default: the last good deploy)")
+    rollback.add_argument("--reason", default="", help="why (kept in the log, shown to everyone)")
+    rollback.add_argument("--cancel", action="store_true", help="cancel the pending rollback instead (the line stays "
+                                                                 "stopped)")
+
+    # The detached process that runs a requested rollback (started by andon rollback and the
+    # dashboard, not by people): no help line.
+    runner = commands.add_parser("run-rollback", description="run a requested rollback (internal)")
+    _common(runner, argparse.SUPPRESS)
+    runner.add_argument("--id", type=_positive, required=True)
+    runner.add_argument("--detach", action="store_true")
 
     record = command("record", "record a deploy that something else ran")
     record.add_argument("--env", required=True)
@@ -106,6 +148,16 @@ def _positive(text: str) -> int:
     return value
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds, not {clean_line(text)!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be 0 or more seconds, not {clean_line(text)!r}")
+    return value
+
+
 def _world(args: argparse.Namespace) -> World:
     world = resolve_world(args.repo, args.db, args.config)
     world.reading_only = args.command in (None, "dashboard", "status", "log")
@@ -133,14 +185,17 @@ def _dump(data: Any) -> None:
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
-    from backend.deployer import deploy
+    from backend.deployer import Interrupted, deploy
     from backend.runner import RunError, Runner
 
     command = list(args.cmd)
     if command and command[0] == "--":
         command = command[1:]
     elif command:
-        raise AndonError(f"unexpected arguments {' '.join(command)!r}: put the command after --")
+        raise AndonError(f"unexpected arguments {clean_line(' '.join(command))!r}: put the command after --")
+    reason = clean_line(args.reason).strip()
+    if args.force and not reason:
+        raise UsageError("--force needs --reason: say why the stopped line is overridden")
     world = _world(args)
     runner = Runner()
     stopped: list[str] = []  # the first stop request, for the health verification after the command
@@ -156,11 +211,20 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         sys.stdout.write(text)
         sys.stdout.flush()
 
+    def waiting(blocker: Deploy) -> None:
+        print(f"andon: waiting for deploy #{blocker.id} of {blocker.short_sha} to {blocker.env} by "
+              f"{blocker.who or 'someone'} (started {when(blocker.started_at)} UTC) to end, up to {args.wait:g}s",
+              file=sys.stderr)
+
     try:
         outcome = deploy(world, args.env, args.sha, command=command or None, runner=runner,
-                         on_output=show, trigger=args.trigger, reason=args.reason,
-                         interrupted=lambda: stopped[0] if stopped else None)
+                         on_output=show, trigger=args.trigger, reason=reason,
+                         interrupted=lambda: stopped[0] if stopped else None,
+                         force=args.force, wait=args.wait, on_wait=waiting)
     except RunError as error:  # recorded as failed; exit as a shell would (127, 126)
+        print(f"andon: error: {error}", file=sys.stderr)
+        return error.exit_code
+    except Interrupted as error:
         print(f"andon: error: {error}", file=sys.stderr)
         return error.exit_code
     finally:
@@ -169,14 +233,140 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         world.close()
     done = outcome.deploy
     verdict = outcome.verdict
+    if outcome.forced is not None:
+        print(f"andon: deploy #{done.id} was forced through the stopped line ({outcome.forced.describe()})",
+              file=sys.stderr)
     if verdict is not None and done.status == UNHEALTHY:
-        print(f"andon: deploy #{done.id} of {done.short_sha} to {done.env}: unhealthy: {verdict.reason}",
+        auto = outcome.auto
+        after = ""
+        if auto is not None and auto.line is not None:
+            after = "; the line is stopped" if auto.stopped else "; the line stays stopped"
+            if auto.rollback is not None:
+                requested = auto.rollback.rollback
+                target = short(requested.target_sha) + (f" (deploy #{requested.target_deploy_id})"
+                                                        if requested.target_deploy_id else "")
+                after += (f" and rollback #{requested.id} to {target} runs at {when_seconds(requested.run_at)} UTC"
+                          f" unless cancelled (andon rollback --cancel --env {done.env})")
+            else:
+                after += f" (andon resume --env {done.env})"
+        if auto is not None and auto.error:
+            after += f"; {auto.error}"
+        print(f"andon: deploy #{done.id} of {done.short_sha} to {done.env}: unhealthy: {verdict.reason}{after}",
               file=sys.stderr)
         return EXIT_DEPLOY_UNHEALTHY
     after = f"; {verdict.reason}" if verdict is not None else ""
     print(f"andon: deploy #{done.id} of {done.short_sha} to {done.env}: {done.status}"
           f" (exit code {outcome.exit_code}{after})", file=sys.stderr)
     return outcome.exit_code
+
+
+def _known_environment(world: World, env: str) -> None:
+    """Refuse (one line) an environment neither configured nor ever deployed."""
+    check_environment_name(env)
+    if env in world.config.environments or env in world.log.environments():
+        return
+    known = ", ".join(world.environments()) or "none"
+    raise AndonError(f"unknown environment {env!r} (known: {known})")
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    check_environment_name(args.env)
+    reason = clean_line(args.reason).strip()
+    if not reason:
+        raise UsageError("--reason must say why the line stops")
+    world = _world(args)
+    try:
+        _known_environment(world, args.env)
+        won, state = world.log.stop_line(args.env, who=world.who(), reason=reason)
+    finally:
+        world.close()
+    if won:
+        _out(f"stopped the line of {args.env}: andon deploy refuses until andon resume --env {args.env}")
+    else:
+        _out(f"the line of {args.env} was already {state.describe()}")
+    return 0
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    check_environment_name(args.env)
+    world = _world(args)
+    try:
+        _known_environment(world, args.env)
+        from backend.deployer import reap
+
+        reap(world.log, args.env)  # a rollback whose runner died no longer holds the line
+        resumed, state = world.log.resume_line(args.env, who=world.who(), reason=clean_line(args.reason).strip())
+    finally:
+        world.close()
+    _out(f"resumed the line of {args.env}" if resumed else f"the line of {args.env} is not stopped")
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from backend.rollback import cancel_rollback, request_rollback
+
+    check_environment_name(args.env)
+    if args.cancel and args.to:
+        raise UsageError("--cancel takes no --to: it cancels the pending rollback, whatever its target")
+    world = _world(args)
+    try:
+        if args.cancel:
+            cancelled = cancel_rollback(world, args.env, world.who())
+            _out(f"cancelled rollback #{cancelled.id} of {args.env} ({cancelled.describe()}); nothing runs, the line "
+                 f"stays stopped (andon resume --env {args.env})")
+            return 0
+        requested = request_rollback(world, args.env, world.who(), clean_line(args.reason).strip(), args.to)
+    finally:
+        world.close()
+    rollback = requested.rollback
+    grace = world.config.environment(args.env).rollback_grace_seconds
+    line = "stopped the line and requested" if requested.stopped_line else "the line was stopped; requested"
+    _out(f"{line} rollback #{rollback.id} of {args.env} {rollback.describe()}; it runs at "
+         f"{when_seconds(rollback.run_at)} UTC" + (f", in {grace:g}s unless cancelled (andon rollback --cancel "
+                                                    f"--env {args.env})" if grace > 0 else ""))
+    return 0
+
+
+def cmd_run_rollback(args: argparse.Namespace) -> int:
+    """The detached runner of a requested rollback (see backend.rollback)."""
+    from backend.rollback import run_rollback
+    from backend.runner import Runner
+
+    if args.detach:
+        # Fork once more and let the first process exit: the runner is then nobody's child (no
+        # zombie in a dashboard that started it) and, in a session of its own, nobody's terminal's.
+        child = os.fork()
+        if child:
+            sys.stdout.write(f"{child}\n")
+            sys.stdout.flush()
+            os._exit(0)
+        devnull = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(devnull, fd)
+        os.close(devnull)
+    runner = Runner()
+    stopped: list[str] = []
+
+    def stop(signum: int, _frame: Any) -> None:
+        name = signal.Signals(signum).name
+        stopped.append(name)
+        runner.stop(name)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, stop)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    world = _world(args)
+    try:
+        try:
+            ended = run_rollback(world, args.id, runner=runner, interrupted=lambda: stopped[0] if stopped else None)
+        except AndonError as error:
+            # Nobody reads this process's output: the rollback's row says what went wrong.
+            with contextlib.suppress(AndonError):
+                world.log.end_rollback(args.id, "failed", str(error))
+            raise
+    finally:
+        world.close()
+    return 0 if ended.status in ("succeeded", "cancelled") else 1
 
 
 def cmd_record(args: argparse.Namespace) -> int:
@@ -427,11 +617,27 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from backend.deployer import reap
     from backend.report import status
 
     world = _world(args)
     try:
+        reap(world.log)  # deploys whose andon was killed: their orphaned commands stopped, rows finished
         report = status(world)
+        lines = world.log.lines()
+        for env in report:
+            state = lines.get(env["env"])
+            env["line"] = ({"state": "stopped" if state.stopped else "running", "who": state.who,
+                            "reason": state.reason, "since": state.since, "automatic": state.automatic,
+                            "deploy_id": state.deploy_id} if state is not None
+                           else {"state": "running", "who": None, "reason": None, "since": None,
+                                 "automatic": False, "deploy_id": None})
+            active = world.log.active_rollback(env["env"])
+            env["rollback"] = None if active is None else {
+                "id": active.id, "status": active.status, "who": active.who, "reason": active.reason,
+                "requested_at": active.requested_at, "run_at": active.run_at, "target_sha": active.target_sha,
+                "target_deploy_id": active.target_deploy_id, "reverts": active.reverts,
+                "deploy_id": active.deploy_id}
     finally:
         world.close()
     _warn_damaged(list(dict.fromkeys(
@@ -443,7 +649,18 @@ def cmd_status(args: argparse.Namespace) -> int:
         _out("no environments yet: configure some in andon.toml, or record a deploy")
     for env in report:
         live = env["live"]
-        _out(f"{env['env']}:")
+        line = env["line"]
+        _out(f"{env['env']}:" + (f"  LINE STOPPED by {line['who'] or 'someone'} since {when(line['since'])} UTC"
+                                 + (f": {line['reason']}" if line["reason"] else "")
+                                 if line["state"] == "stopped" else ""))
+        rollback = env["rollback"]
+        if rollback:
+            target = short(rollback["target_sha"]) + (f" (deploy #{rollback['target_deploy_id']})"
+                                                      if rollback["target_deploy_id"] else "")
+            doing = (f"pending, runs at {when_seconds(rollback['run_at'])} UTC unless cancelled"
+                     if rollback["status"] == "pending" else
+                     f"running as deploy #{rollback['deploy_id']}" if rollback["deploy_id"] else "starting")
+            _out(f"  rollback #{rollback['id']} to {target} by {rollback['who']}: {doing}")
         if live:
             _out(f"  live     {short(live['sha'])}  deployed {when(live['started_at'])} by {live['who']} (#{live['id']})")
         else:
@@ -463,6 +680,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_log(args: argparse.Namespace) -> int:
+    from backend.deployer import reap
     from backend.report import iter_log_json, log_chunks, range_json
 
     if args.env:
@@ -470,6 +688,7 @@ def cmd_log(args: argparse.Namespace) -> int:
     world = _world(args)
     damaged: list[str] = []
     try:
+        reap(world.log, args.env)  # deploys whose andon was killed: their orphaned commands stopped, rows finished
         if args.json:
             # Written as it is read: memory stays flat however long the history.
             utf8 = _stdout_is_utf8()
@@ -610,6 +829,10 @@ COMMANDS = {
     "log": cmd_log,
     "health": cmd_health,
     "watch": cmd_watch,
+    "stop": cmd_stop,
+    "resume": cmd_resume,
+    "rollback": cmd_rollback,
+    "run-rollback": cmd_run_rollback,
 }
 
 
@@ -623,8 +846,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except AndonError as error:
-        print(f"andon: error: {error}", file=sys.stderr)
-        return EXIT_ERROR
+        print(f"andon: error: {clean_line(str(error))}", file=sys.stderr)
+        codes = ((UsageError, EXIT_USAGE), (LineStopped, EXIT_LINE_STOPPED), (Busy, EXIT_BUSY),
+                 (RollbackUnderWay, EXIT_ROLLBACK_UNDER_WAY))
+        return next((code for kind, code in codes if isinstance(error, kind)), EXIT_ERROR)
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:

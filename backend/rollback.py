@@ -1,0 +1,331 @@
+"""Rolling back: request it (stopping the line), let anyone cancel it in the grace, run it once.
+
+The dashboard and the command line do the same three things, through these functions:
+
+* :func:`request_rollback` stops the line of the environment and requests a rollback
+  to ``to`` (a deploy id or a revision) or, by default, to the last good deploy
+  (:meth:`backend.store.line.LineMixin.last_good`), to run at now + the environment's
+  ``rollback_grace_seconds``; then it starts a detached runner (:func:`spawn_runner`)
+  and returns a :class:`Requested`. Of many callers at once exactly one gets it; the
+  others get :class:`~backend.store.line.RollbackUnderWay`, naming who requested the
+  one under way and when.
+* :func:`cancel_rollback`, during the grace: the line stays stopped, nothing runs.
+* :func:`run_rollback` is what the runner does (``andon run-rollback``, started by
+  :func:`spawn_runner` in a session of its own, so closing the dashboard or the terminal
+  that asked for it does not stop it): it waits out the grace, watching for a cancel,
+  takes the rollback (from then on it cannot be cancelled), stops any deploy of the
+  environment still running on this host (the one being rolled back: it never waits
+  behind it), and runs the environment's ``rollback`` action, else its ``deploy`` action,
+  with the target SHA as a new deploy row (trigger ``rollback``, ``reverts`` the deploy
+  rolled back, the reason). The line stays stopped whatever the outcome: resuming is
+  a person's decision.
+
+If the runner is killed (even SIGKILL), the next andon to look (:func:`backend.deployer.reap`)
+stops the action's orphaned process group and records the row ``interrupted``.
+
+:func:`stop_after_unhealthy` is the automatic stop: ``andon deploy`` calls it when verification
+finds a deploy unhealthy and the environment has ``auto_stop`` (and requests the rollback with
+``auto_rollback``, honouring the grace so that a person can still cancel it).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import NamedTuple
+
+from backend import AndonError
+from backend.config import Environment, check_environment_name
+from backend.deployer import reap, run_action
+from backend.models import FAILED, INTERRUPTED, RUNNING, SUCCEEDED, Deploy
+from backend.processes import alive
+from backend.runner import STOP_GRACE, RunError, Runner
+from backend.store import StoreError
+from backend.store.line import PENDING, LineState, Rollback, Target
+from backend.text import clean_line, short
+from backend.world import World
+
+# The andon command line, as an argv (never an import: backend does not import tui).
+RUNNER_COMMAND: tuple[str, ...] = (sys.executable, "-m", "tui.cli")
+SPAWN_TIMEOUT = 30.0  # seconds for the runner to detach itself and say its pid
+POLL = 0.1  # seconds between two looks at a cancel during the grace
+STOP_WAIT = STOP_GRACE + 10.0  # seconds a stopped deploy's andon gets to record it interrupted
+DEPLOY_ID = re.compile(r"#?([0-9]{1,6})\Z")  # --to 12 or #12; seven digits and more are a SHA
+
+
+class Requested(NamedTuple):
+    """A rollback this call requested: the rollback, whether this request stopped the line
+    (False: it was already stopped), and the runner's pid (None when not spawned)."""
+
+    rollback: Rollback
+    stopped_line: bool
+    runner_pid: int | None
+
+
+class AutoStop(NamedTuple):
+    """What an unhealthy deploy did to the line (``auto_stop``)."""
+
+    stopped: bool  # this deploy stopped it (False: it was stopped already)
+    line: LineState | None  # the line after (None when the stop itself failed)
+    rollback: Requested | None  # auto_rollback: the rollback requested
+    error: str = ""  # why the stop or the rollback could not be done
+
+
+def _rollback_action(world: World, env: str) -> Environment:
+    """The environment's settings, refusing (one line) one that is not configured or has no action."""
+    check_environment_name(env)
+    settings = world.config.environments.get(env)
+    where = world.config.source.name if world.config.source else "andon.toml"
+    if settings is None:
+        known = ", ".join(world.config.environments) or "none"
+        raise AndonError(f"unknown environment {env!r}: a rollback needs it configured in {where} (configured: {known})")
+    if settings.rollback is None and settings.deploy is None:
+        raise AndonError(f"environment {env!r} has no rollback or deploy action in {where}: configure "
+                         f"environments.{env}.rollback (or .deploy, run with the target SHA)")
+    return settings
+
+
+def resolve_target(world: World, env: str, to: str) -> Target:
+    """``--to``: a deploy id of ``env`` (``12`` or ``#12``) or a revision git has, as a :class:`Target`."""
+    text = to.strip()
+    shown = clean_line(text)[:60]
+    match = DEPLOY_ID.match(text)
+    if match:
+        number = int(match.group(1))
+        try:
+            found = world.log.get(number)
+        except StoreError:
+            raise AndonError(f"--to {shown}: there is no deploy #{number}") from None
+        if found.damaged:
+            raise AndonError(f"--to {shown}: {found.damaged}")
+        if found.env != env:
+            raise AndonError(f"--to {shown}: deploy #{number} is of {found.env}, not {env}")
+        return Target(found.sha, found.id)
+    if not text or text.startswith("-"):
+        raise AndonError(f"--to {shown!r} is neither a deploy id nor a commit")
+    try:
+        sha = world.history.resolve(text)
+    except AndonError as error:
+        raise AndonError(f"--to {shown}: {error}") from None
+    good = [deploy for deploy in world.log.deploys(env, limit=200)
+            if deploy.sha == sha and deploy.status == SUCCEEDED and not deploy.damaged]
+    return Target(sha, good[0].id if good else None)
+
+
+def request_rollback(world: World, env: str, who: str, reason: str = "", to: str | None = None, *,
+                     automatic: bool = False, cause: int | None = None, spawn: bool = True) -> Requested:
+    """Stop the line of ``env``, request its rollback and start the runner (see the module's docstring).
+
+    Raises :class:`~backend.store.line.RollbackUnderWay` when one is pending or running (exit 7
+    on the command line), :class:`AndonError` (one line) for anything else: an environment that
+    is not configured or has no action, a ``to`` that is not a deploy of ``env`` nor a commit git
+    has, nothing to roll back to. Nothing is written then. ``cause`` is the deploy whose verdict
+    stopped the line (``automatic``).
+    """
+    settings = _rollback_action(world, env)
+    target = resolve_target(world, env, to) if to else None
+    reap(world.log, env)  # a rollback whose runner died must not block this one
+    rollback, stopped = world.log.request_rollback(
+        env, who=who or "unknown", reason=reason, grace=settings.rollback_grace_seconds, to=target,
+        automatic=automatic, cause=cause)
+    pid = None
+    if spawn:
+        try:
+            pid = spawn_runner(world, rollback.id)
+        except AndonError as error:
+            world.log.end_rollback(rollback.id, FAILED, str(error))
+            raise AndonError(f"rollback #{rollback.id} of {env} could not start: {error}; the line stays stopped") \
+                from None
+    return Requested(world.log.rollback(rollback.id), stopped, pid)
+
+
+def cancel_rollback(world: World, env: str, who: str) -> Rollback:
+    """Cancel the pending rollback of ``env`` (its runner sees it and ends); the line stays stopped.
+
+    Raises :class:`~backend.store.line.RollbackUnderWay` once it runs (too late),
+    :class:`AndonError` when none is pending.
+    """
+    check_environment_name(env)
+    reap(world.log, env)
+    return world.log.cancel_rollback(env, who=who or "unknown")
+
+
+def spawn_runner(world: World, rollback_id: int, command: tuple[str, ...] = RUNNER_COMMAND) -> int:
+    """Start ``andon run-rollback`` for ``rollback_id``, detached: returns the runner's pid.
+
+    The runner starts in a new session and forks once more, its first process exiting at
+    once, so it is nobody's child: closing the dashboard or the terminal that asked for the
+    rollback neither stops it nor leaves a zombie behind. It is told the repository, the log
+    and the configuration by absolute path.
+    """
+    argv = [*command, "--db", str(world.db_path.resolve())]
+    if world.history.root is not None:
+        argv += ["--repo", str(Path(world.history.root).resolve())]
+    if world.config.source is not None:
+        argv += ["--config", str(world.config.source.resolve())]
+    argv += ["run-rollback", "--id", str(rollback_id), "--detach"]
+    cwd = world.history.root or world.db_path.resolve().parent
+    try:
+        starter = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, start_new_session=True)
+    except OSError as error:
+        raise AndonError(f"cannot start the rollback runner: {error.strerror}") from None
+    try:
+        out, err = starter.communicate(timeout=SPAWN_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        starter.kill()
+        starter.wait()
+        raise AndonError(f"the rollback runner did not start within {SPAWN_TIMEOUT:g}s") from None
+    text = out.decode("ascii", "replace").strip()
+    if starter.returncode != 0 or not text.isdigit():
+        why = clean_line(err.decode("utf-8", "replace").strip().splitlines()[-1] if err.strip() else "")
+        raise AndonError(f"the rollback runner did not start (exit code {starter.returncode})"
+                         + (f": {why}" if why else ""))
+    pid = int(text)
+    world.log.claim_rollback(rollback_id, pid)  # known before this returns (the requester may exit now)
+    return pid
+
+
+def stop_after_unhealthy(world: World, deploy: Deploy, why: str, settings: Environment) -> AutoStop:
+    """``auto_stop``: the line stops by itself (who ``andon``) after an unhealthy deploy and, with
+    ``auto_rollback``, a rollback is requested (with the grace, so that a person may cancel it)."""
+    reason = f"deploy #{deploy.id} of {deploy.short_sha} is unhealthy: {why}"
+    try:
+        stopped, line = world.log.stop_line(deploy.env, who="andon", reason=reason, automatic=True,
+                                            deploy_id=deploy.id)
+    except AndonError as error:
+        return AutoStop(False, None, None, f"could not stop the line: {error}")
+    if not settings.auto_rollback:
+        return AutoStop(stopped, line, None)
+    try:
+        requested = request_rollback(world, deploy.env, "andon", reason, automatic=True, cause=deploy.id)
+    except AndonError as error:
+        return AutoStop(stopped, line, None, f"no automatic rollback: {error}")
+    return AutoStop(stopped, line, requested)
+
+
+# -- the runner ---------------------------------------------------------------------------
+
+
+def run_rollback(world: World, rollback_id: int, *, runner: Runner,
+                 interrupted: Callable[[], str | None] = lambda: None,
+                 on_output: Callable[[str], None] | None = None,
+                 sleep: Callable[[float], None] = time.sleep) -> Rollback:
+    """Run rollback ``rollback_id`` once (see the module's docstring); returns it as it ended.
+
+    Returns at once when it is no longer pending (cancelled, or another runner has it).
+    ``interrupted`` tells of a SIGTERM or Ctrl-C during the grace (the runner hears it
+    during the action).
+    """
+    log = world.log
+    me = os.getpid()
+    claimed = log.claim_rollback(rollback_id, me)
+    if claimed is None:
+        return log.rollback(rollback_id)
+    env = claimed.env
+    reap(log, env)
+    while True:  # the grace: anyone may cancel
+        current = log.rollback(rollback_id)
+        if current.status != PENDING:
+            return current
+        stopped = interrupted()
+        if stopped:
+            log.end_rollback(rollback_id, INTERRUPTED, f"its runner was stopped by {stopped} before it started")
+            return log.rollback(rollback_id)
+        if log.now() >= current.run_at:
+            break
+        sleep(POLL)
+    if log.begin_rollback(rollback_id, me) is None:  # cancelled at the last moment
+        return log.rollback(rollback_id)
+    settings = world.config.environments.get(env)
+    action = None if settings is None else settings.rollback or settings.deploy
+    if settings is None or action is None:
+        log.end_rollback(rollback_id, FAILED, f"environment {env!r} has no rollback or deploy action any more")
+        return log.rollback(rollback_id)
+    notes = stop_running_deploys(world, env)
+    started = log.start_rollback_deploy(rollback_id, me)
+    target = f"[andon: rolling {env} back to {short(started.sha)}" + (
+        f", reverting deploy #{started.reverts}" if started.reverts else "") + "]\n"
+    try:
+        result = run_action(world, started, action, runner=runner, timeout=settings.timeout, on_output=on_output)
+    except RunError as error:
+        log.finish_action(started.id, FAILED, exit_code=error.exit_code, output=notes + target + f"{error}\n")
+        world.keep_ranges([started])
+        return log.rollback(rollback_id)
+    except BaseException:
+        log.finish_action(started.id, INTERRUPTED, exit_code=None, output=notes + target + "andon stopped unexpectedly\n")
+        raise
+    if result.stopped:
+        status = INTERRUPTED
+        note = {"timeout": f"\n[andon: stopped after the {settings.timeout:g}s timeout]\n",
+                "SIGINT": "\n[andon: stopped by Ctrl-C]\n",
+                "SIGTERM": "\n[andon: stopped by SIGTERM]\n"}.get(result.stopped, "")
+    else:
+        status = SUCCEEDED if result.exit_code == 0 else FAILED
+        note = ""
+    finished = log.finish_action(started.id, status, exit_code=result.exit_code,
+                                 output=notes + target + result.output + note)
+    world.keep_ranges([finished])
+    return log.rollback(rollback_id)
+
+
+def stop_running_deploys(world: World, env: str) -> str:
+    """Stop every deploy of ``env`` still running (the one rolled back among them), recording each
+    ``interrupted``; returns notes for the rollback's output.
+
+    A deploy whose ``andon deploy`` is alive here is sent SIGTERM: that andon stops its command's
+    whole process group and records it interrupted, as when CI cancels it. One whose andon died is
+    an orphan: its group is stopped and its row finished (:func:`~backend.deployer.reap`). One of
+    another host cannot be stopped from here: the note says so.
+    """
+    log = world.log
+    notes = []
+    me = os.getpid()
+    for deploy_id, pid, pgid in log.running_here(env):
+        if pid == me:
+            continue
+        if pid is not None and alive(pid) and _is_andon(pid):
+            _signal(pid, signal.SIGTERM)
+            end = time.monotonic() + STOP_WAIT
+            while time.monotonic() < end and log.get(deploy_id).status == RUNNING and alive(pid):
+                time.sleep(POLL)
+            if log.get(deploy_id).status == RUNNING and alive(pid):
+                _signal(pid, signal.SIGKILL)  # it did not answer: its command is stopped below, as an orphan's
+                end = time.monotonic() + 5.0
+                while time.monotonic() < end and alive(pid):
+                    time.sleep(0.05)
+        reap(log, env)
+        found = log.get(deploy_id)
+        notes.append(f"[andon: deploy #{deploy_id} was still running: stopped first, "
+                     f"{'recorded ' + found.status if found.status != RUNNING else 'but it could not be stopped'}"
+                     + (f" (process group {pgid})" if pgid else "") + "]\n")
+    here = {deploy_id for deploy_id, _, _ in log.running_here(env)}
+    for deploy in log.deploys(env, limit=20):
+        if deploy.status == RUNNING and not deploy.damaged and deploy.id not in here:
+            notes.append(f"[andon: deploy #{deploy.id} is running on another host: andon cannot stop it from here]\n")
+    return "".join(notes)
+
+
+def _is_andon(pid: int) -> bool:
+    """Whether ``pid`` looks like an andon process (a pid may have been reused: never signal a stranger)."""
+    if not os.path.isdir("/proc"):
+        return True  # no /proc here: trust the log
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            command = handle.read()
+    except OSError:
+        return False
+    return b"andon" in command or b"tui.cli" in command
+
+
+def _signal(pid: int, sig: signal.Signals) -> None:
+    try:
+        os.kill(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
