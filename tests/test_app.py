@@ -397,7 +397,7 @@ async def test_the_key_bar_shows_the_footer_actions_and_runs_them_on_click(histo
         await settle(pilot)
         bar = app.screen.query_one(KeyBar)
         line = bar.render_line(0).text
-        assert line.startswith(" ? Help  / Filter  ] Next environment  q Quit ")
+        assert line.startswith(" ? Help  / Filter  ] Next environment  e Events  ! Stop & roll back  q Quit ")
         assert line.endswith("▏ ^p palette ") and len(line) == 120
         assert await pilot.click(KeyBar, offset=(1, 0))  # "?"
         await pilot.pause()

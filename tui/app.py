@@ -11,7 +11,7 @@ from textual.screen import Screen
 
 from backend.text import clean_line
 from backend.world import World
-from tui.commands import ACTIONS
+from tui.commands import offered
 from tui.first_screen import FirstScreen
 from tui.screens.main import MainScreen
 
@@ -20,9 +20,11 @@ class AndonApp(App[None]):
     CSS_PATH = "app.tcss"
     TITLE = "andon"
 
-    def __init__(self, world: World, *, poll_interval: float = 0.5, first: FirstScreen | None = None) -> None:
+    def __init__(self, world: World, *, poll_interval: float = 0.5, first: FirstScreen | None = None,
+                 read_only: bool = False) -> None:
         super().__init__()
         self.world = world
+        self.read_only = read_only  # a wall display: cannot stop, roll back or resume
         self.poll_interval = poll_interval
         self.first = first
         root = world.history.root
@@ -30,12 +32,12 @@ class AndonApp(App[None]):
 
     def get_default_screen(self) -> MainScreen:
         # The dashboard is the first screen itself: no blank default screen to build first.
-        return MainScreen(self.world, self.poll_interval, self.first)
+        return MainScreen(self.world, self.poll_interval, self.first, read_only=self.read_only)
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
         if isinstance(screen, MainScreen):
-            for action in ACTIONS:
+            for action in offered(self.read_only):
                 if not action.action.startswith("app."):  # the app's own commands cover quitting
                     yield SystemCommand(action.title, action.help, partial(screen.run_action, action.action))
             for env in screen.envs:
@@ -44,6 +46,8 @@ class AndonApp(App[None]):
                 yield SystemCommand(f"Show {name}", f"Switch to the {name} environment", partial(screen.switch_to, env))
 
 
-def make_app(world: World, *, poll_interval: float = 0.5, first: FirstScreen | None = None) -> AndonApp:
-    """The dashboard for ``world``; ``first`` (from :func:`load_first_screen`) fills its first frame."""
-    return AndonApp(world, poll_interval=poll_interval, first=first)
+def make_app(world: World, *, poll_interval: float = 0.5, first: FirstScreen | None = None,
+             read_only: bool = False) -> AndonApp:
+    """The dashboard for ``world``; ``first`` (from :func:`load_first_screen`) fills its first frame.
+    ``read_only``: a dashboard that cannot stop the line, roll back or resume (a wall display)."""
+    return AndonApp(world, poll_interval=poll_interval, first=first, read_only=read_only)

@@ -8,8 +8,9 @@ only a deploy to the shown environment reloads the list.
 
 Health is :class:`~tui.health_feed.HealthFeed`'s: the panel, mounted after the first
 frame, its reads, the toasts, and this dashboard's own probing, which runs on a thread of
-its own and never on this screen's event loop. The screen calls into it and hands it
-its messages.
+its own and never on this screen's event loop. The line (the stop-the-line banner and
+the keys that stop, roll back, cancel and resume) is :class:`~tui.line_feed.LineFeed`'s,
+in the same way. The screen calls into them and hands them their messages.
 """
 
 from __future__ import annotations
@@ -25,10 +26,11 @@ from textual.widgets import Static
 from backend.history import Range
 from backend.models import Deploy
 from backend.world import World
-from tui.commands import ACTIONS, bindings
+from tui.commands import bindings, offered
 from tui.first_screen import PAGE, FirstScreen
 from tui.format import when
 from tui.health_feed import HealthFeed, HealthProbed
+from tui.line_feed import LineActed, LineFeed, LineLoaded
 from tui.loading import (
     DeploysLoaded,
     EnvironmentsLoaded,
@@ -61,8 +63,10 @@ class MainScreen(Screen[None]):
     env: reactive[str | None] = reactive(None)
     filter_text: reactive[str] = reactive("")
 
-    def __init__(self, world: World, poll_interval: float = 0.5, first: FirstScreen | None = None) -> None:
+    def __init__(self, world: World, poll_interval: float = 0.5, first: FirstScreen | None = None, *,
+                 read_only: bool = False) -> None:
         super().__init__()
+        self.read_only = read_only
         self.world = world
         self.first = first
         self.poll_interval = poll_interval
@@ -76,6 +80,7 @@ class MainScreen(Screen[None]):
         self.selected: Deploy | None = None
         self._loading_more = False
         self.health = HealthFeed(self)
+        self.line = LineFeed(self, read_only=read_only)
 
     # -- layout ------------------------------------------------------------------------
 
@@ -96,7 +101,8 @@ class MainScreen(Screen[None]):
                 yield Static(id="empty")
             yield DeployDetail(self.world.clock, id="detail")
         yield CommitTable(id="pending")
-        yield KeyBar([(a.key_display or a.key, a.title, a.action) for a in ACTIONS if a.footer], id="keys")
+        yield KeyBar([(a.key_display or a.key, a.title, a.action) for a in offered(self.read_only) if a.footer],
+                     id="keys")
 
     def on_mount(self) -> None:
         self.query_one("#history").border_title = "Deploys"
@@ -108,6 +114,7 @@ class MainScreen(Screen[None]):
             self.show_first_screen(self.first)
         self.set_interval(self.poll_interval, self.poll)
         self.call_after_refresh(self.health.start, "#pending")  # the panel goes above Pending
+        self.call_after_refresh(self.line.start, "#title")  # the banner goes right under the title
 
     def on_unmount(self) -> None:
         self.health.stop()  # stops probing and frees the leases now: another andon takes over
@@ -251,12 +258,19 @@ class MainScreen(Screen[None]):
     def on_health_probed(self, message: HealthProbed) -> None:
         self.health.probed(message)
 
+    def on_line_loaded(self, message: LineLoaded) -> None:
+        self.line.loaded(message)
+
+    def on_line_acted(self, message: LineActed) -> None:
+        self.line.acted(message)
+
     def on_events_arrived(self, message: EventsArrived) -> None:
         """Other programs wrote to the log. A deploy to the shown environment reloads the
         list; a deploy to one not in the bar adds it; health and verification events go to
-        the health feed. Other kinds (``line.stopped``) are for the panels that will show
-        them: hand them on here."""
+        the health feed, line and rollback events to the line feed. Hand other kinds on
+        here to whatever shows them."""
         self.health.events_arrived(message.changes)
+        self.line.events_arrived(message.changes)
         deployed = {env for kind, env in message.changes.kinds if kind.startswith(DEPLOY_EVENT)}
         if self.env is None and deployed:  # the very first deploy: show its environment
             self.reload()
@@ -395,6 +409,9 @@ class MainScreen(Screen[None]):
     def on_key(self, event) -> None:  # type: ignore[no-untyped-def]
         if event.key != "escape":
             return
+        if self.line.cancel():  # a rollback in its grace: esc cancels it before anything else
+            event.stop()
+            return
         found = self.query("#filter")
         filter_input = found.first() if found else None
         if (filter_input is not None and filter_input.has_focus) or self.filter_text:
@@ -408,7 +425,7 @@ class MainScreen(Screen[None]):
     # -- actions ---------------------------------------------------------------------------
 
     def action_help(self) -> None:
-        self.app.push_screen(HelpScreen())
+        self.app.push_screen(HelpScreen(read_only=self.read_only))
 
     async def action_filter(self) -> None:
         if not self.query("#filter"):
@@ -435,6 +452,24 @@ class MainScreen(Screen[None]):
 
     def action_toggle_output(self) -> None:
         self.toggle_class("-no-output")
+
+    def action_events(self) -> None:
+        from tui.screens.events import EventsScreen
+
+        self.app.push_screen(EventsScreen(self.world))
+
+    def action_stop_and_roll_back(self) -> None:
+        self.line.rollback()
+
+    def action_cancel_rollback(self) -> None:
+        if not self.line.cancel():
+            self.notify("No rollback is waiting to start.", title="Line", markup=False)
+
+    def action_resume_line(self) -> None:
+        self.line.resume()
+
+    def action_stop_line(self) -> None:
+        self.line.stop()
 
     def switch_to(self, env: str) -> None:
         if env in self.envs and env != self.env:

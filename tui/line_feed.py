@@ -1,0 +1,254 @@
+"""The main screen's line: the stop-the-line banner, the reads that feed it, and the keys that act on it.
+
+Like :mod:`tui.health_feed`, not a widget: the part of the main screen that keeps the
+banner (:class:`~tui.widgets.line_banner.LineBanner`) fed and turns the line's keys into
+calls of :mod:`backend.rollback` and the log. The screen creates one :class:`LineFeed`,
+calls into it (mounted, another environment shown, other programs' events) and hands it
+the messages meant for it.
+
+* Reads run in thread workers (:func:`read_line`) and arrive as :class:`LineLoaded`. A
+  ``line.*`` or ``rollback.*`` event, or a deploy event of the environment shown, reads
+  at once; the poller hears other programs within half a second, so a stop anywhere
+  reaches every dashboard's banner within a second. While a rollback counts down or runs
+  the line is read again every second (the runner appends its output without an event).
+  A read also notices a runner that died (:func:`backend.deployer.reap`), so the log
+  never says ``running`` for a rollback nobody runs.
+* The terminal bell rings once when the banner appears for a stop this dashboard saw
+  happen (not for a line that was already stopped when it opened).
+* Keys: ``!`` stops the line and rolls back to the last good deploy
+  (:func:`backend.rollback.request_rollback`: its runner is a process of its own, so
+  closing this dashboard does not stop it); ``esc``/``c`` cancel a rollback in its grace;
+  ``R`` resumes the line; ``S`` stops it without rolling back. Each runs in a thread
+  worker and says what happened in a toast. A dashboard opened with ``--read-only`` does
+  none of them and says so.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import TYPE_CHECKING, Literal, NamedTuple
+
+from textual.message import Message
+
+from backend import AndonError
+
+if TYPE_CHECKING:
+    from backend.models import Deploy
+    from backend.store import Changes
+    from backend.store.line import LineState, Rollback
+    from backend.world import World
+    from tui.screens.main import MainScreen
+    from tui.widgets.line_banner import LineBanner
+
+LINE_EVENTS = ("line.", "rollback.")
+DEPLOY_EVENTS = "deploy."
+KEY_REASON = "pressed ! on the dashboard"
+
+
+class LineView(NamedTuple):
+    """An environment's line as the banner draws it: the line, the rollback of this stop (the
+    active one, or the newest one requested since the line stopped) and that rollback's deploy
+    row, output included (None until it runs)."""
+
+    env: str
+    line: LineState
+    rollback: Rollback | None = None
+    progress: Deploy | None = None
+
+
+class LineLoaded(Message):
+    def __init__(self, view: LineView | None, error: str = "") -> None:
+        super().__init__()
+        self.view = view
+        self.error = error
+
+
+class LineActed(Message):
+    """A key's action ended: what to say, and how loudly."""
+
+    def __init__(self, text: str, severity: Literal["information", "warning", "error"] = "information") -> None:
+        super().__init__()
+        self.text = text
+        self.severity = severity
+
+
+def read_line(world: World, env: str) -> LineView:
+    """The line of ``env`` now (blocking: SQLite, and stopping what a dead runner left running)."""
+    from backend.deployer import reap
+
+    log = world.log
+    reap(log, env)
+    line = log.line(env)
+    newest = log.rollbacks(env, limit=1)
+    rollback = newest[0] if newest else None
+    if rollback is not None and not rollback.active and not (line.stopped and rollback.requested_at >= line.since):
+        rollback = None  # one of an earlier stop
+    progress = log.get(rollback.deploy_id) if rollback is not None and rollback.deploy_id is not None else None
+    return LineView(env, line, rollback, progress)
+
+
+class LineFeed:
+    """The line of ``screen``'s environment: see the module docstring. Every method runs on the screen's loop."""
+
+    def __init__(self, screen: MainScreen, *, read_only: bool = False) -> None:
+        self.screen = screen
+        self.world = screen.world
+        self.read_only = read_only
+        self.banner: LineBanner | None = None
+        self.view: LineView | None = None
+
+    # -- what the screen calls ------------------------------------------------------------
+
+    async def start(self, after: str) -> None:
+        """After the first frame: the banner, mounted right after ``after`` (full width), and a first read."""
+        from tui.widgets.line_banner import LineBanner
+
+        screen = self.screen
+        banner = LineBanner(self.world.clock, read_only=self.read_only, id="line")
+        await screen.mount(banner, after=screen.query_one(after))
+        self.banner = banner
+        screen.set_interval(1.0, self._while_rolling)
+        self.read()
+
+    def env_shown(self, env: str) -> None:
+        self.view = None  # no bell for a line found stopped on arrival
+        if self.banner is not None:
+            self.banner.show(None)
+            self.read()
+
+    def events_arrived(self, changes: Changes) -> None:
+        env = self.screen.env
+        if self.banner is None or env is None:
+            return
+        if any(where == env and kind.startswith((*LINE_EVENTS, DEPLOY_EVENTS)) for kind, where in changes.kinds):
+            self.read()
+
+    def read(self) -> None:
+        env = self.screen.env
+        if env is None:
+            return
+        self.screen.run_worker(partial(self._read, env), thread=True, exclusive=True, group="line",
+                               exit_on_error=False)
+
+    def _read(self, env: str) -> None:
+        try:
+            view = read_line(self.world, env)
+        except AndonError as error:
+            self.screen.post_message(LineLoaded(None, str(error)))
+            return
+        self.screen.post_message(LineLoaded(view))
+
+    def _while_rolling(self) -> None:
+        rollback = self.view.rollback if self.view else None
+        if rollback is not None and rollback.active:
+            self.read()
+
+    # -- messages --------------------------------------------------------------------------
+
+    def loaded(self, message: LineLoaded) -> None:
+        screen = self.screen
+        if message.error:
+            screen.log.warning(f"line: {message.error}")
+            return
+        view = message.view
+        if view is None or view.env != screen.env or self.banner is None:
+            return
+        before = self.view
+        if before is not None and before.env == view.env and not before.line.stopped and view.line.stopped:
+            screen.app.bell()  # once: a stop this dashboard saw happen
+        self.view = view
+        self.banner.show(view)
+
+    def acted(self, message: LineActed) -> None:
+        self.screen.notify(message.text, title="Line", severity=message.severity, markup=False)
+        self.read()
+
+    # -- keys --------------------------------------------------------------------------------
+
+    def _act(self) -> bool:
+        if self.read_only:
+            self.screen.notify("This dashboard is read-only: it cannot stop, roll back or resume.",
+                               title="Line", severity="warning", markup=False)
+            return False
+        if self.screen.env is None:
+            self.screen.notify("No environment is shown.", title="Line", severity="warning", markup=False)
+            return False
+        return True
+
+    def _run(self, job: partial[LineActed]) -> None:
+        def work() -> None:
+            try:
+                message = job()
+            except AndonError as error:
+                message = LineActed(str(error), "error")
+            self.screen.post_message(message)
+
+        self.screen.run_worker(work, thread=True, group="line-act", exit_on_error=False)
+
+    def rollback(self) -> None:
+        """``!``: stop the line and roll back to the last good deploy."""
+        if self._act():
+            self._run(partial(_rollback, self.world, self.screen.env or ""))
+
+    def cancel(self) -> bool:
+        """``esc``/``c``: cancel the rollback in its grace. False when there is none to cancel (the key does its usual thing)."""
+        rollback = self.view.rollback if self.view else None
+        if rollback is None or rollback.status != "pending":
+            return False
+        if self._act():
+            self._run(partial(_cancel, self.world, self.screen.env or ""))
+        return True
+
+    def resume(self) -> None:
+        if self._act():
+            self._run(partial(_resume, self.world, self.screen.env or ""))
+
+    def stop(self) -> None:
+        if self._act():
+            self._run(partial(_stop, self.world, self.screen.env or ""))
+
+
+# -- the actions, in thread workers -------------------------------------------------------------
+
+
+def _rollback(world: World, env: str) -> LineActed:
+    from backend.rollback import request_rollback
+    from backend.store.line import RollbackUnderWay
+
+    try:
+        requested = request_rollback(world, env, world.who(), KEY_REASON)
+    except RollbackUnderWay as error:
+        return LineActed(str(error), "warning")
+    target = requested.rollback
+    return LineActed(f"{env}: the line is stopped; rolling back to {target.target_sha[:7]}"
+                     + (f" (deploy #{target.target_deploy_id})" if target.target_deploy_id else ""), "warning")
+
+
+def _cancel(world: World, env: str) -> LineActed:
+    from backend.rollback import cancel_rollback
+    from backend.store.line import RollbackUnderWay
+
+    try:
+        cancel_rollback(world, env, world.who())
+    except RollbackUnderWay as error:
+        return LineActed(str(error), "warning")
+    return LineActed(f"{env}: rollback cancelled; the line stays stopped")
+
+
+def _resume(world: World, env: str) -> LineActed:
+    from backend.store.line import RollbackUnderWay
+
+    try:
+        resumed, state = world.log.resume_line(env, who=world.who())
+    except RollbackUnderWay as error:
+        return LineActed(str(error), "warning")
+    if not resumed:
+        return LineActed(f"{env}: the line is running already")
+    return LineActed(f"{env}: the line is running again")
+
+
+def _stop(world: World, env: str) -> LineActed:
+    stopped, state = world.log.stop_line(env, who=world.who(), reason="stopped from the dashboard")
+    if not stopped:
+        return LineActed(f"{env}: the line was already {state.describe()}", "warning")
+    return LineActed(f"{env}: the line is stopped; nothing is rolling back", "warning")

@@ -1,0 +1,136 @@
+"""The stop-the-line banner: full width, above everything, while the shown environment's line is stopped.
+
+Two lines. The first says that the line is stopped, by whom, since when and why; the
+second what the rollback is doing: counting down its grace (with the keys that cancel
+it), running (for how long, and the last line of its output), or how it ended; the line
+stays stopped until a person resumes it. Everything that came from the log (names,
+reasons, output) is plain ``Content``, never markup.
+
+The screen hands it a :class:`~tui.loading.LineView` whenever a worker has read the line
+(:meth:`LineBanner.show`); while a rollback counts down or runs, a timer redraws the
+clock once a second. A dashboard opened with ``--read-only`` shows no keys.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+
+from textual.content import Content
+from textual.widgets import Static
+
+from backend.models import FAILED, INTERRUPTED, RUNNING, SUCCEEDED
+from tui.format import age, moment, when
+from tui.line_feed import LineView
+
+PENDING = "pending"
+CANCELLED = "cancelled"
+
+
+def clock_text(seconds: float) -> str:
+    """``83.4`` as ``1:23``."""
+    whole = max(0, int(seconds + 0.5))
+    return f"{whole // 60}:{whole % 60:02d}"
+
+
+def _last_line(output: str) -> str:
+    for line in reversed(output.splitlines()):
+        if line.strip():
+            return line.strip()
+    return ""
+
+
+def describe(view: LineView, now: datetime, *, read_only: bool = False) -> tuple[str, str, str]:
+    """(first line, second line, the banner's tone: ``stopped``, ``rolling`` or ``failed``)."""
+    line = view.line
+    who = line.who or "someone"
+    first = f"■ LINE STOPPED · {line.env} · by {who}" + (" (automatic)" if line.automatic else "")
+    since = age(line.since, now)
+    first += f" · {since} ago" if since and since != "?" else f" · since {when(line.since)}"
+    if line.reason:
+        first += f" · {line.reason}"
+    resume = "" if read_only else " — R resumes it"
+    rollback = view.rollback
+    if rollback is None:
+        return first, f"Nothing is rolling back. Deploys are refused until a person resumes the line{resume}.", "stopped"
+    target = rollback.target_sha[:7] + (f" (deploy #{rollback.target_deploy_id})" if rollback.target_deploy_id else "")
+    if rollback.status == PENDING:
+        run_at = moment(rollback.run_at)
+        left = max(0.0, (run_at - now).total_seconds()) if run_at else 0.0
+        cancel = "" if read_only else " — esc or c cancels it"
+        if left > 0:
+            return first, f"↺ Rolling back to {target} in {clock_text(left)}{cancel}", "rolling"
+        return first, f"↺ Rolling back to {target}: starting…", "rolling"
+    if rollback.status == RUNNING:
+        progress = view.progress
+        started = moment(progress.started_at) if progress else None
+        took = f" {clock_text((now - started).total_seconds())}" if started else ""
+        tail = _last_line(progress.output) if progress else ""
+        second = f"↺ Rolling back to {target}: running{took}" + (f" · {tail}" if tail else "")
+        return first, second, "rolling"
+    ended = when(rollback.finished_at) if rollback.finished_at else ""
+    at = f" at {ended}" if ended and ended not in ("-", "?") else ""
+    if rollback.status == SUCCEEDED:
+        return first, f"✔ Rolled back to {target}{at}. The line stays stopped until a person resumes it{resume}.", "stopped"
+    if rollback.status == CANCELLED:
+        by = rollback.ended_by or "someone"
+        return first, f"Rollback to {target} cancelled by {by}{at}. Nothing ran; the line stays stopped{resume}.", "stopped"
+    word = {FAILED: "failed", INTERRUPTED: "was interrupted"}.get(rollback.status, rollback.status)
+    tail = _last_line(view.progress.output) if view.progress else ""
+    why = f" ({tail})" if tail else ""
+    return first, f"✘ Rollback to {target} {word}{at}{why}. The line stays stopped{resume}.", "failed"
+
+
+class LineBanner(Static):
+    """Hidden while the line runs; two full-width lines while it is stopped."""
+
+    DEFAULT_CSS = """
+    LineBanner {
+        display: none;
+        height: auto;
+        padding: 0 1;
+        background: $error 70%;
+        color: $text;
+        text-style: bold;
+    }
+    LineBanner.-shown {
+        display: block;
+    }
+    LineBanner.-rolling {
+        background: $warning 70%;
+    }
+    """
+
+    def __init__(self, clock: Callable[[], datetime], *, read_only: bool = False, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.clock = clock
+        self.read_only = read_only
+        self.view: LineView | None = None
+        self._ticking = False
+
+    def on_mount(self) -> None:
+        self.set_interval(1.0, self._tick)
+
+    @property
+    def shown(self) -> bool:
+        return self.view is not None and self.view.line.stopped
+
+    def show(self, view: LineView | None) -> None:
+        """Show ``view`` (None or a running line: hide)."""
+        self.view = view
+        self.set_class(self.shown, "-shown")
+        self._draw()
+
+    def _tick(self) -> None:
+        rollback = self.view.rollback if self.view else None
+        if self.shown and rollback is not None and rollback.status in (PENDING, RUNNING):
+            self._draw()
+
+    def _draw(self) -> None:
+        view = self.view
+        if view is None or not view.line.stopped:
+            self.update("")
+            return
+        first, second, tone = describe(view, self.clock(), read_only=self.read_only)
+        self.set_class(tone == "rolling", "-rolling")
+        self.update(Content(first + "\n" + second))
