@@ -207,3 +207,12 @@ def test_describe_survives_detail_that_is_not_what_andon_writes() -> None:
     assert describe(Event(1, "", "line.stopped", "p", None, "x", "[1, 2]")) == "stopped the line"
     assert describe(Event(1, "", "deploy.finished", "p", 3, "x", '{"status": 5}')) == "deploy #3 finished: ?"
     assert describe(Event(1, "", "something.new", "p", None, "x", "{}")) == "something.new"
+
+
+@pytest.mark.parametrize(("argv", "read_only"), [([], False), (["--read-only"], True), (["dashboard"], False),
+                                                 (["dashboard", "--read-only"], True),
+                                                 (["--read-only", "dashboard"], True)])
+def test_read_only_on_the_command_line(argv: list[str], read_only: bool) -> None:
+    from tui.cli import build_parser
+
+    assert build_parser().parse_args(argv).read_only is read_only

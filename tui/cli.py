@@ -62,6 +62,8 @@ def _common(parser: argparse.ArgumentParser, default: Any) -> None:
 def build_parser() -> Parser:
     parser = Parser(prog="andon", description="See and steer continuous deployment from the terminal.")
     _common(parser, None)
+    read_only = "a dashboard that cannot stop the line, roll back or resume (for a wall display)"
+    parser.add_argument("--read-only", action="store_true", help=read_only)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
 
     def command(name: str, help: str) -> argparse.ArgumentParser:
@@ -69,7 +71,8 @@ def build_parser() -> Parser:
         _common(sub, argparse.SUPPRESS)
         return sub
 
-    command("dashboard", "open the dashboard (the same as plain andon)")
+    dashboard = command("dashboard", "open the dashboard (the same as plain andon)")
+    dashboard.add_argument("--read-only", action="store_true", default=argparse.SUPPRESS, help=read_only)
     demo = command("demo", "build a throw-away demo world and open the dashboard on it")
     demo.add_argument("--dir", type=Path, help="build the world here and keep it (must not exist yet)")
     demo.add_argument("--no-open", action="store_true", help="build the world and print where it is, without opening the dashboard")
@@ -738,8 +741,8 @@ def _warn_damaged(reasons: list[str]) -> None:
         print(f"andon: warning: ... and {len(reasons) - 10} more damaged deploys", file=sys.stderr)
 
 
-def open_dashboard(find_world: Callable[[], World]) -> None:
-    """Run the dashboard on the world ``find_world`` returns.
+def open_dashboard(find_world: Callable[[], World], *, read_only: bool = False) -> None:
+    """Run the dashboard on the world ``find_world`` returns (``read_only``: without the keys that act).
 
     Finding the world (git rev-parse, the config), opening the log and reading the
     first screen happen in a thread while Textual is being imported; a problem with
@@ -774,13 +777,13 @@ def open_dashboard(find_world: Callable[[], World]) -> None:
         raise loaded["error"]
     world: World = loaded["world"]
     try:
-        make_app(world, first=loaded["first"]).run()
+        make_app(world, first=loaded["first"], read_only=read_only).run()
     finally:
         world.close()  # the reader set both world and first, or an error
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
-    open_dashboard(lambda: _world(args))
+    open_dashboard(lambda: _world(args), read_only=args.read_only)
     return 0
 
 
