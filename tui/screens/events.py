@@ -77,9 +77,9 @@ def describe(event: Event) -> str:
     if kind == "rollback.cancelled":
         return "cancelled the rollback"
     if kind == "rollback.started":
-        return f"rollback {number} to {_sha(detail.get('target_sha'))} started"
+        return f"rollback deploy {number} to {_sha(detail.get('target_sha'))} started"
     if kind == "rollback.finished":
-        return f"rollback {number} finished: {_text(detail.get('status')) or '?'}"
+        return f"rollback deploy {number} finished: {_text(detail.get('status')) or '?'}"
     if kind == "health.changed":
         previous = _text(detail.get("previous"))
         state = _text(detail.get("state")) or "?"

@@ -49,10 +49,10 @@ def describe(view: LineView, now: datetime, *, read_only: bool = False) -> tuple
     first += f" · {since} ago" if since and since != "?" else f" · since {when(line.since)}"
     if line.reason:
         first += f" · {line.reason}"
-    resume = "" if read_only else " — R resumes it"
+    resume = " until someone resumes it" + ("" if read_only else " (R)")
     rollback = view.rollback
     if rollback is None:
-        return first, f"Nothing is rolling back. Deploys are refused until a person resumes the line{resume}.", "stopped"
+        return first, f"Nothing is rolling back. Deploys are refused{resume}.", "stopped"
     target = rollback.target_sha[:7] + (f" (deploy #{rollback.target_deploy_id})" if rollback.target_deploy_id else "")
     if rollback.status == PENDING:
         run_at = moment(rollback.run_at)
@@ -69,12 +69,12 @@ def describe(view: LineView, now: datetime, *, read_only: bool = False) -> tuple
         second = f"↺ Rolling back to {target}: running{took}" + (f" · {tail}" if tail else "")
         return first, second, "rolling"
     ended = when(rollback.finished_at) if rollback.finished_at else ""
-    at = f" at {ended}" if ended and ended not in ("-", "?") else ""
+    at = f" at {ended[11:]}" if len(ended) == 16 else ""  # the time of day: the first line says which day
     if rollback.status == SUCCEEDED:
-        return first, f"✔ Rolled back to {target}{at}. The line stays stopped until a person resumes it{resume}.", "stopped"
+        return first, f"✔ Rolled back to {target}{at}. The line stays stopped{resume}.", "stopped"
     if rollback.status == CANCELLED:
         by = rollback.ended_by or "someone"
-        return first, f"Rollback to {target} cancelled by {by}{at}. Nothing ran; the line stays stopped{resume}.", "stopped"
+        return first, f"Rollback to {target} cancelled by {by}{at}: nothing ran. The line stays stopped{resume}.", "stopped"
     word = {FAILED: "failed", INTERRUPTED: "was interrupted"}.get(rollback.status, rollback.status)
     tail = _last_line(view.progress.output) if view.progress else ""
     why = f" ({tail})" if tail else ""
