@@ -216,3 +216,22 @@ def test_read_only_on_the_command_line(argv: list[str], read_only: bool) -> None
     from tui.cli import build_parser
 
     assert build_parser().parse_args(argv).read_only is read_only
+
+
+async def test_the_banner_follows_the_environment_shown(line_world) -> None:
+    repo, db, shas, _ = line_world
+    log = DeployLog.open(db)
+    log.record("staging", shas[2], "succeeded", who="ci")
+    log.stop_line("staging", who="bob", reason="staging db migration")
+    log.close()
+    app = make_app(world_of(repo, db))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        assert app.screen.env == "production"
+        assert await wait_for(pilot, lambda: app.screen.query(LineBanner))
+        await pilot.pause(0.3)
+        assert banner_text(app) == ""
+        await pilot.press("right_square_bracket")
+        assert await wait_for(pilot, lambda: "staging db migration" in banner_text(app), 2.0)
+        await pilot.press("left_square_bracket")
+        assert await wait_for(pilot, lambda: banner_text(app) == "", 2.0)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tui.screenshots import SCENES, SIZE, dashboard, demo_world, empty_world, production
+from tui.screenshots import SCENES, SIZE, dashboard, demo_world, empty_world, events_screen, production
 
 
 def test_main_screen(snap_compare, tmp_path: Path) -> None:
@@ -53,3 +53,21 @@ def test_health_drifting(snap_compare, tmp_path: Path) -> None:
 def test_health_down_on_a_narrow_terminal(snap_compare, tmp_path: Path) -> None:
     assert snap_compare(dashboard(demo_world(tmp_path / "w", "down")), terminal_size=(90, 30),
                         run_before=production)
+
+
+# -- the line: stopped, a rollback counting down (fixed clock), and the events screen --------
+
+
+def test_line_stopped_banner(snap_compare, tmp_path: Path) -> None:
+    assert snap_compare(dashboard(demo_world(tmp_path / "w", line="rolling-back")), terminal_size=SIZE,
+                        run_before=production)
+
+
+def test_line_stopped_banner_on_a_narrow_terminal(snap_compare, tmp_path: Path) -> None:
+    assert snap_compare(dashboard(demo_world(tmp_path / "w", line="rolling-back")), terminal_size=(90, 30),
+                        run_before=production)
+
+
+def test_events_screen(snap_compare, tmp_path: Path) -> None:
+    assert snap_compare(dashboard(demo_world(tmp_path / "w", line="rolling-back")), terminal_size=SIZE,
+                        run_before=events_screen)

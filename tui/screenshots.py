@@ -90,14 +90,17 @@ def probed_elsewhere(db: Path) -> None:
         log.close()
 
 
-def demo_world(root: Path, health: str | None = None) -> World:
-    """The demo world; ``health`` names a last round of production's probes from :data:`HEALTH`."""
+def demo_world(root: Path, health: str | None = None, line: str | None = None) -> World:
+    """The demo world; ``health`` names a last round of production's probes from :data:`HEALTH`,
+    ``line`` what happened to production's line from :data:`LINE`."""
     files = build(root, DEMO_NOW, service=False)
     probed_elsewhere(files.db)
-    if health is not None:
+    for name, table in ((health, HEALTH), (line, LINE)):
+        if name is None:
+            continue
         log = DeployLog.open(files.db, clock=fixed_clock)
         try:
-            HEALTH[health](log)
+            table[name](log)
         finally:
             log.close()
     return resolve_world(files.repo, files.db, None, clock=fixed_clock)
@@ -150,6 +153,25 @@ def drifting(log: DeployLog) -> None:
 HEALTH: dict[str, Callable[[DeployLog], None]] = {"degraded": degraded, "down": down, "drifting": drifting}
 
 
+# -- production's line: stopped by a person, a rollback counting down its grace (no runner:
+# nothing runs, and the fixed clock keeps the countdown where it is) ----------------------
+
+
+def rolling_back(log: DeployLog) -> None:
+    log.request_rollback("production", who="Grace Hopper", reason="checkout answers 503 since the last deploy",
+                         grace=4)
+
+
+LINE: dict[str, Callable[[DeployLog], None]] = {"rolling-back": rolling_back}
+
+
+async def events_screen(pilot: Pilot[None]) -> None:
+    await settle(pilot)
+    await pilot.press("e")
+    await settle(pilot)
+    await pilot.pause(0.1)
+
+
 def dashboard(world: World) -> AndonApp:
     """The app as ``andon`` opens it: the first screen read before the app starts."""
     return make_app(world, first=load_first_screen(world))
@@ -177,6 +199,12 @@ def main(argv: list[str]) -> int:
         world = demo_world(Path(temp) / "health-down", "down")
         asyncio.run(_capture(world, production, out / "health-down.svg"))
         print(f"wrote {out / 'health-down'}.svg")
+        world = demo_world(Path(temp) / "line-stopped", line="rolling-back")
+        asyncio.run(_capture(world, production, out / "line-stopped.svg"))
+        print(f"wrote {out / 'line-stopped'}.svg")
+        world = demo_world(Path(temp) / "events", line="rolling-back")
+        asyncio.run(_capture(world, events_screen, out / "events.svg"))
+        print(f"wrote {out / 'events'}.svg")
     return 0
 
 

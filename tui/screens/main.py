@@ -368,6 +368,7 @@ class MainScreen(Screen[None]):
         self._update_titles()
         self.load_deploys(env, PAGE, generation)
         self.health.env_shown(env)
+        self.line.env_shown(env)
 
     @on(RowList.RowHighlighted, "#deploys")
     def _deploy_highlighted(self, event: RowList.RowHighlighted) -> None:
