@@ -41,6 +41,8 @@ class World:
             default = self.history.git_dir is not None and self.db_path.parent == self.history.git_dir / "andon"
             self._log = DeployLog.open(self.db_path, clock=self.clock, create_parent=default)
             self.history.cache = self._log  # ranges computed once are kept in the log
+            # Events this session writes are announced to the configured receivers (the outbox).
+            self._log.announce_to(self.config.notifiers, repository=self.repository_name())
         return self._log
 
     def open(self) -> DeployLog:
@@ -56,6 +58,10 @@ class World:
         a history problem is kept as nothing and shown when the range is read.
         """
         self.history.ranges([(deploy.prev_sha, deploy.sha) for deploy in deploys])
+
+    def repository_name(self) -> str:
+        """The repository as chat messages name it: its working tree's directory name ("" without one)."""
+        return self.history.root.name if self.history.root is not None else ""
 
     def who(self) -> str:
         return who(self.history.user_name)

@@ -1,7 +1,7 @@
 """The core of the deploy log: the file, its connection, its schema, its events.
 
-Every concept kept in the log (deploys, ranges; later the line, the outbox, health
-samples, migrations) is a module beside this one with its own tables and methods,
+Every concept kept in the log (deploys, ranges, leases, health samples, the outbox,
+...) is a module beside this one with its own tables and methods,
 mixed into :class:`backend.store.DeployLog`. This module owns only what they share:
 
 * opening: WAL mode, a busy timeout, and the checks that refuse (in one line, never
@@ -16,7 +16,8 @@ mixed into :class:`backend.store.DeployLog`. This module owns only what they sha
 * :meth:`LogCore.immediate`, the one way to write (a read-then-write that starts with a
   plain ``BEGIN`` fails at once under concurrent writers, whatever the busy timeout);
 * the events table and its writer (every change writes an event in the same
-  transaction; events are never changed) and change detection for open dashboards.
+  transaction; events are never changed; the outbox hooks in there to queue the chat
+  messages announcing an event) and change detection for open dashboards.
 
 sqlite-utils wraps the same connection (:attr:`LogCore.db`) for schema creation, bulk
 inserts and the CLI's reports. Its ``atomic()`` and write methods open a SAVEPOINT
@@ -32,7 +33,7 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -343,12 +344,23 @@ class LogCore:
     # -- events ------------------------------------------------------------------
 
     def event(self, conn: sqlite3.Connection, kind: str, env: str | None, deploy_id: int | None,
-              who: str, at: str, **detail: Any) -> None:
-        """Write one event, inside the caller's transaction."""
-        conn.execute(
+              who: str, at: str, **detail: Any) -> int:
+        """Write one event inside the caller's transaction, and the chat messages announcing it; its id.
+
+        The messages are outbox rows (:mod:`backend.store.outbox`), one insert per receiver,
+        in the same transaction: they exist exactly when the event does.
+        """
+        cursor = conn.execute(
             "INSERT INTO events (at, kind, env, deploy_id, who, detail) VALUES (?, ?, ?, ?, ?, ?)",
             (at, kind, env, deploy_id, clean_line(who), json.dumps(detail, ensure_ascii=False)),
         )
+        event_id = int(cursor.lastrowid or 0)
+        self._announce(conn, event_id, kind, env, at, detail)
+        return event_id
+
+    def _announce(self, conn: sqlite3.Connection, event_id: int, kind: str, env: str | None, at: str,
+                  detail: Mapping[str, Any]) -> None:
+        """Queue the chat messages announcing an event (the outbox's mixin does; here, none)."""
 
     @guard
     def events(self, limit: int = 100) -> list[Event]:
