@@ -15,6 +15,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import threading
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -134,6 +135,10 @@ def build_parser() -> Parser:
     status = command("status", "per environment: what is live and what is pending")
     status.add_argument("--json", action="store_true", help="one JSON document")
 
+    from tui import cli_notify
+
+    cli_notify.add_parser(command)
+
     log = command("log", "deploy history with each deploy's commits")
     log.add_argument("--env", help="only this environment")
     log.add_argument("--limit", type=_positive, help="at most N deploys (newest first)")
@@ -161,10 +166,39 @@ def _seconds(text: str) -> float:
     return value
 
 
+# Commands whose writes may be news for chat: after one, this process delivers what is due
+# (backend.notify; the outbox rows were written with the events, so the action never waited).
+ANNOUNCING = frozenset({"deploy", "record", "stop", "resume", "rollback", "run-rollback"})
+_OPENED: list[World] = []  # the worlds this invocation opened: delivered for after the command
+
+
 def _world(args: argparse.Namespace) -> World:
     world = resolve_world(args.repo, args.db, args.config)
     world.reading_only = args.command in (None, "dashboard", "status", "log")
+    if args.command in ANNOUNCING:
+        _OPENED.append(world)
     return world
+
+
+def _deliver_news() -> None:
+    """Deliver the chat messages due, through each world this command opened (never fails the command)."""
+    from backend.notify import deliver_pending
+
+    while _OPENED:
+        world = _OPENED.pop()
+        try:
+            if not world.config.notifiers:
+                continue
+            report = deliver_pending(world)
+        except AndonError as error:
+            print(f"andon: warning: chat: {clean_line(str(error))}", file=sys.stderr)
+            continue
+        finally:
+            world.close()
+        if report.dead:
+            count = len(report.dead)
+            print(f"andon: warning: chat: {count} message{'s' if count != 1 else ''} could not be delivered "
+                  "(a receiver refused them: andon notify says why)", file=sys.stderr)
 
 
 def _out(text: str = "") -> None:
@@ -588,6 +622,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     watcher = None
+    chat: threading.Thread | None = None
     try:
         watcher = HealthWatcher(world, args.env)
         if not watcher.checks:
@@ -607,16 +642,38 @@ def cmd_watch(args: argparse.Namespace) -> int:
                 print(f"andon: warning: {error}", file=sys.stderr)
                 last_error = str(error)
 
+        if world.config.notifiers:
+            # The headless deliverer: chat messages go out within a second of their event,
+            # beside the rounds (a slow receiver never holds up probing).
+            chat = threading.Thread(target=_deliver_until, args=(world, stop, failed), name="andon-chat", daemon=True)
+            chat.start()
         watcher.run_forever(stop, on_change=changed, on_error=failed)
     finally:
+        stop.set()
         try:
             if watcher is not None:
                 watcher.close()  # releases the leases: another andon takes over at its next round
+            if chat is not None:
+                chat.join(CHAT_STOP_WAIT)
         finally:
             world.close()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
     return 0
+
+
+CHAT_EVERY = 1.0  # seconds between two looks at the outbox in andon watch
+CHAT_STOP_WAIT = 12.0  # seconds andon watch waits at exit for a send in flight (one try is capped at 10)
+
+
+def _deliver_until(world: World, stop: threading.Event, failed: Callable[[AndonError], None]) -> None:
+    from backend.notify import deliver_pending
+
+    while not stop.wait(CHAT_EVERY):
+        try:
+            deliver_pending(world)
+        except AndonError as error:
+            failed(error)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -821,6 +878,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _notify(args: argparse.Namespace) -> int:
+    from tui.cli_notify import cmd_notify
+
+    return cmd_notify(args)
+
+
 COMMANDS = {
     None: cmd_dashboard,
     "dashboard": cmd_dashboard,
@@ -836,6 +899,7 @@ COMMANDS = {
     "resume": cmd_resume,
     "rollback": cmd_rollback,
     "run-rollback": cmd_run_rollback,
+    "notify": _notify,
 }
 
 
@@ -847,7 +911,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         reconfigure(errors="replace")
     args = build_parser().parse_args(argv)
     try:
-        return COMMANDS[args.command](args)
+        try:
+            return COMMANDS[args.command](args)
+        finally:
+            if _OPENED:
+                _deliver_news()
     except AndonError as error:
         print(f"andon: error: {clean_line(str(error))}", file=sys.stderr)
         codes = ((UsageError, EXIT_USAGE), (LineStopped, EXIT_LINE_STOPPED), (Busy, EXIT_BUSY),
