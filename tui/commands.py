@@ -26,6 +26,8 @@ ACTIONS: tuple[Action, ...] = (
     Action("r", "refresh", "Refresh", "Reload deploys and commits now", False),
     Action("o", "toggle_output", "Output", "Show or hide the selected deploy's output", False),
     Action("e", "events", "Events", "Who did what: deploys, stops, rollbacks, cancels, resumes, health", True),
+    Action("m", "messages", "Messages", "Chat messages: what went out, what waits, what could not be delivered",
+           False),
     Action("exclamation_mark", "stop_and_roll_back", "Stop & roll back",
            "Stop the line and roll back to the last good deploy (esc or c cancels it during the grace)",
            True, "!", writes=True),

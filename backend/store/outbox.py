@@ -199,14 +199,17 @@ class OutboxMixin(LogCore):
     # -- reading -------------------------------------------------------------------
 
     @guard
-    def outbox(self, states: Sequence[str] = (PENDING, DEAD), *, limit: int = 500) -> list[OutboxItem]:
-        """Rows in ``states``, oldest first (at most ``limit``): what waits, what is dead."""
+    def outbox(self, states: Sequence[str] = (PENDING, DEAD), *, limit: int = 500,
+               newest: bool = False) -> list[OutboxItem]:
+        """Rows in ``states``, oldest first (at most ``limit``): what waits, what is dead.
+        ``newest``: the newest ``limit`` rows, newest first (what the dashboard's messages list shows)."""
         wanted = [state for state in states if state in OUTBOX_STATES]
         if not wanted or limit <= 0:
             return []
         marks = ", ".join("?" * len(wanted))
+        order = "o.id DESC" if newest else "o.id"
         with self._lock:
-            rows = self._conn.execute(_SELECT + f" WHERE o.state IN ({marks}) ORDER BY o.id LIMIT ?",
+            rows = self._conn.execute(_SELECT + f" WHERE o.state IN ({marks}) ORDER BY {order} LIMIT ?",
                                       (*wanted, limit)).fetchall()
         return _items(rows)
 

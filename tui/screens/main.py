@@ -26,6 +26,7 @@ from textual.widgets import Static
 from backend.history import Range
 from backend.models import Deploy
 from backend.world import World
+from tui.chat_feed import ChatDelivered, ChatFeed
 from tui.commands import bindings, offered
 from tui.first_screen import PAGE, FirstScreen
 from tui.format import when
@@ -81,6 +82,7 @@ class MainScreen(Screen[None]):
         self._loading_more = False
         self.health = HealthFeed(self)
         self.line = LineFeed(self, read_only=read_only)
+        self.chat = ChatFeed(self)
 
     # -- layout ------------------------------------------------------------------------
 
@@ -115,6 +117,7 @@ class MainScreen(Screen[None]):
         self.set_interval(self.poll_interval, self.poll)
         self.call_after_refresh(self.health.start, "#pending")  # the panel goes above Pending
         self.call_after_refresh(self.line.start, "#title")  # the banner goes right under the title
+        self.call_after_refresh(self.chat.start)
 
     def on_unmount(self) -> None:
         self.health.stop()  # stops probing and frees the leases now: another andon takes over
@@ -152,8 +155,8 @@ class MainScreen(Screen[None]):
         self.loader.details(env, deploys, live, generation, pending=True)
 
     @work(thread=True, exclusive=True, group="output", exit_on_error=False)
-    def load_output(self, deploy_id: int) -> None:
-        self.loader.output(deploy_id)
+    def load_output(self, deploy_id: int, since: int = 0) -> None:
+        self.loader.output(deploy_id, since)
 
     @work(thread=True, exclusive=True, group="poll", exit_on_error=False)
     def poll(self) -> None:
@@ -247,7 +250,10 @@ class MainScreen(Screen[None]):
             )
 
     async def on_output_loaded(self, message: OutputLoaded) -> None:
-        await self.detail.show_output(message.deploy)
+        await self.detail.show_output(message.deploy, message.streamed)
+
+    def on_deploy_detail_output_wanted(self, message: DeployDetail.OutputWanted) -> None:
+        self.load_output(message.deploy_id, message.since)  # a running deploy's output, as it comes
 
     async def on_health_loaded(self, message: HealthLoaded) -> None:
         await self.health.loaded(message)
@@ -263,6 +269,10 @@ class MainScreen(Screen[None]):
 
     def on_line_acted(self, message: LineActed) -> None:
         self.line.acted(message)
+        self.chat.deliver()  # the news this key wrote goes out now, not at the next look
+
+    def on_chat_delivered(self, message: ChatDelivered) -> None:
+        self.chat.delivered(message)
 
     def on_events_arrived(self, message: EventsArrived) -> None:
         """Other programs wrote to the log. A deploy to the shown environment reloads the
@@ -458,6 +468,11 @@ class MainScreen(Screen[None]):
         from tui.screens.events import EventsScreen
 
         self.app.push_screen(EventsScreen(self.world))
+
+    def action_messages(self) -> None:
+        from tui.screens.messages import MessagesScreen
+
+        self.app.push_screen(MessagesScreen(self.world, read_only=self.read_only))
 
     def action_stop_and_roll_back(self) -> None:
         self.line.rollback()
