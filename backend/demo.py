@@ -11,7 +11,18 @@ or a SIGHUP or SIGTERM, which the demo already handles). ``/ENV/healthz`` report
 it to ``service/ENV.json``). Every other deploy to production (the first, the third, ...)
 and any deploy of a commit whose subject says "break" ship a broken build: production
 answers 503 until the next deploy or a rollback, so its verification fails where the
-user can see it, and its health recovers after the next deploy.
+user can see it, and its health recovers after the next deploy or a rollback.
+
+Production keeps ``auto_stop`` on (the default, written out in the demo's ``andon.toml``): the
+broken deploy's failed verification stops the line by itself, so the story a user sees is
+deploy, unhealthy, line stopped (``andon deploy`` now refused), ``!`` (roll back to the last
+good deploy), healthy again, ``R`` (resume), and the next deploy is a good build.
+
+The demo's chat receiver (:class:`backend.demo_chat.DemoChat`) starts with the service: the
+demo's ``andon.toml`` names it as a signed ``webhook`` receiver whose URL and secret live in
+the variables :data:`backend.demo_chat.URL_ENV` and :data:`backend.demo_chat.SECRET_ENV`
+(``andon demo`` sets them in its own environment), and it writes what it receives to
+``chat.log`` in the demo's directory.
 """
 
 from __future__ import annotations
@@ -27,6 +38,7 @@ from datetime import datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from backend.demo_chat import SECRET_ENV, URL_ENV, DemoChat
 from backend.models import FAILED, SUCCEEDED, UP, HealthSample, to_iso
 from backend.store import DeployLog
 
@@ -102,6 +114,12 @@ class DemoWorld:
     db: Path
     config: Path
     service: DemoService | None = None  # running, unless built with service=False
+    chat: DemoChat | None = None  # the chat receiver: running, unless built with service=False
+
+    @property
+    def chat_log(self) -> Path:
+        """Where the chat receiver writes one line per message."""
+        return self.root / "chat.log"
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -230,7 +248,10 @@ def build(root: Path, now: datetime, *, python: str = sys.executable, service: b
     """Create the demo world under ``root`` (which must be empty or missing).
 
     ``service``: start the demo's health service (:class:`DemoService`) and point the
-    checks at it; without it (screenshots, tests) the checks name a port nobody answers on.
+    checks at it, and start its chat receiver (:class:`~backend.demo_chat.DemoChat`, writing
+    to ``root/chat.log``); without it (screenshots, tests) the checks name a port nobody
+    answers on and nobody receives the chat (the ``[[notify]]`` receiver is configured all
+    the same: its variables are not set, so its messages wait in the log).
     """
     rng = random.Random(20261126)
     repo = root / "repo"
@@ -244,6 +265,7 @@ def build(root: Path, now: datetime, *, python: str = sys.executable, service: b
     state_dir = root / "service"
     state_dir.mkdir()
     running = DemoService(state_dir) if service else None
+    chat = DemoChat(root / "chat.log") if service else None
     port = running.port if running else 9  # nobody answers on the discard port
     script = [python, "deploy.py"]
 
@@ -275,8 +297,14 @@ def build(root: Path, now: datetime, *, python: str = sys.executable, service: b
         f'rollback = {argv("production", "{sha}", service_dir, "rollback")}\n'
         "timeout = 300\n"
         "verify_seconds = 10  # after a deploy, watch production this long before calling it good\n"
-        "verify_failures = 3\n\n"
-        + check("production")
+        "verify_failures = 3\n"
+        "auto_stop = true  # an unhealthy deploy stops the line by itself (the default, written out)\n"
+        "rollback_grace_seconds = 5  # ! on the dashboard: 5 seconds to cancel (esc) before the rollback runs\n\n"
+        + check("production") + "\n"
+        "[[notify]]  # the demo's chat receiver: andon demo sets these variables and shows where messages go\n"
+        'kind = "webhook"\n'
+        f'url_env = "{URL_ENV}"\n'
+        f'secret_env = "{SECRET_ENV}"\n'
     )
     subprocess.run(["git", "-C", str(repo), "checkout", "--quiet", "-f", "main"], check=True)
     shas = subprocess.run(
@@ -326,7 +354,7 @@ def build(root: Path, now: datetime, *, python: str = sys.executable, service: b
             rollback_done = True
     _health(log, state_dir, now, rng)
     log.close()
-    return DemoWorld(root, repo, db, config, running)
+    return DemoWorld(root, repo, db, config, running, chat)
 
 
 def _health(log: DeployLog, state_dir: Path, now: datetime, rng: random.Random) -> None:

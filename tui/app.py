@@ -21,10 +21,11 @@ class AndonApp(App[None]):
     TITLE = "andon"
 
     def __init__(self, world: World, *, poll_interval: float = 0.5, first: FirstScreen | None = None,
-                 read_only: bool = False) -> None:
+                 read_only: bool = False, greeting: str = "") -> None:
         super().__init__()
         self.world = world
         self.read_only = read_only  # a wall display: cannot stop, roll back or resume
+        self.greeting = greeting  # plain text for a toast once the dashboard is up (andon demo: where things are)
         self.poll_interval = poll_interval
         self.first = first
         root = world.history.root
@@ -33,6 +34,10 @@ class AndonApp(App[None]):
     def get_default_screen(self) -> MainScreen:
         # The dashboard is the first screen itself: no blank default screen to build first.
         return MainScreen(self.world, self.poll_interval, self.first, read_only=self.read_only)
+
+    def on_mount(self) -> None:
+        if self.greeting:
+            self.notify(self.greeting, title="andon", timeout=30, markup=False)
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
@@ -47,7 +52,8 @@ class AndonApp(App[None]):
 
 
 def make_app(world: World, *, poll_interval: float = 0.5, first: FirstScreen | None = None,
-             read_only: bool = False) -> AndonApp:
+             read_only: bool = False, greeting: str = "") -> AndonApp:
     """The dashboard for ``world``; ``first`` (from :func:`load_first_screen`) fills its first frame.
-    ``read_only``: a dashboard that cannot stop the line, roll back or resume (a wall display)."""
-    return AndonApp(world, poll_interval=poll_interval, first=first, read_only=read_only)
+    ``read_only``: a dashboard that cannot stop the line, roll back or resume (a wall display).
+    ``greeting``: plain text shown in a toast once it is up (the demo says where its files are)."""
+    return AndonApp(world, poll_interval=poll_interval, first=first, read_only=read_only, greeting=greeting)

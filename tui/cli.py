@@ -798,8 +798,9 @@ def _warn_damaged(reasons: list[str]) -> None:
         print(f"andon: warning: ... and {len(reasons) - 10} more damaged deploys", file=sys.stderr)
 
 
-def open_dashboard(find_world: Callable[[], World], *, read_only: bool = False) -> None:
-    """Run the dashboard on the world ``find_world`` returns (``read_only``: without the keys that act).
+def open_dashboard(find_world: Callable[[], World], *, read_only: bool = False, greeting: str = "") -> None:
+    """Run the dashboard on the world ``find_world`` returns (``read_only``: without the keys that act;
+    ``greeting``: a toast once it is up).
 
     Finding the world (git rev-parse, the config), opening the log and reading the
     first screen happen in a thread while Textual is being imported; a problem with
@@ -834,7 +835,7 @@ def open_dashboard(find_world: Callable[[], World], *, read_only: bool = False) 
         raise loaded["error"]
     world: World = loaded["world"]
     try:
-        make_app(world, first=loaded["first"], read_only=read_only).run()
+        make_app(world, first=loaded["first"], read_only=read_only, greeting=greeting).run()
     finally:
         world.close()  # the reader set both world and first, or an error
 
@@ -870,8 +871,25 @@ def cmd_demo(args: argparse.Namespace) -> int:
         if args.no_open:
             _out(f"demo world in {world_files.root}")
             _out(f"  andon --repo {world_files.repo} --db {world_files.db}")
+            _out("  (its health service and chat receiver run only inside andon demo: opened this way its checks "
+                 "are down and its chat messages wait in the log)")
             return 0
-        open_dashboard(lambda: resolve_world(world_files.repo, world_files.db, None))
+        kept = "kept: --dir" if keep else "removed on quit; --dir DIR keeps one"
+        lines = [f"Demo world: {world_files.root} ({kept})",
+                 f"Deploy from its repository: cd {world_files.repo} && andon deploy --env production"]
+        if world_files.chat is not None:
+            receiver = world_files.chat
+            # The dashboard (once a second, whoever wrote the message: an andon run from another
+            # shell lacks these, and its messages wait in the log for one that has them) and every
+            # andon it starts (a rollback's runner) deliver with these; chat.env is for a shell of
+            # the user's own.
+            os.environ.update(receiver.variables())
+            receiver.write_env(world_files.root / "chat.env")
+            lines += [f"Chat, what the team hears: {receiver.url} and {world_files.chat_log}",
+                      f"The receiver's variables for another shell: . {world_files.root / 'chat.env'}"]
+        greeting = "\n".join(lines)
+        _out(greeting)
+        open_dashboard(lambda: resolve_world(world_files.repo, world_files.db, None), greeting=greeting)
     finally:
         if not keep:
             shutil.rmtree(root.parent, ignore_errors=True)
