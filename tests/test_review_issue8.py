@@ -135,8 +135,6 @@ def test_a_reused_andon_pid_does_not_block_the_environment_for_ever(repo: Repo, 
 # -- andon rollback --to "" -------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="andon rollback --to '' (an empty $TARGET in a script) silently rolls back "
-                                       "to the default target instead of refusing")
 def test_an_empty_to_is_refused_not_taken_as_the_last_good_deploy(repo: Repo, tmp_path: Path) -> None:
     shas = [repo.commit(f"change {n}") for n in range(3)]
     ran = tmp_path / "ran.txt"

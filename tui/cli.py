@@ -343,8 +343,12 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     from backend.rollback import cancel_rollback, request_rollback
 
     check_environment_name(args.env)
-    if args.cancel and args.to:
+    if args.cancel and args.to is not None:
         raise UsageError("--cancel takes no --to: it cancels the pending rollback, whatever its target")
+    if args.to is not None and not args.to.strip():
+        # An empty $TARGET in a script must not quietly mean "the last good deploy".
+        raise UsageError("--to is empty: give a deploy id (12 or #12) or a revision, or leave --to out "
+                         "to roll back to the last good deploy")
     world = _world(args)
     try:
         if args.cancel:
