@@ -25,6 +25,7 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run
 	$(BIN)/python -m benchmarks.health
 	$(BIN)/python -m benchmarks.health_dashboard
+	$(BIN)/python -m benchmarks.line
 
 lint: $(STAMP)
 	$(BIN)/ruff check backend tui tests benchmarks
