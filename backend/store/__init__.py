@@ -3,20 +3,22 @@
 :mod:`backend.store.core` owns the file, the schema versions, the write transaction,
 events and change detection; each concept has its own module with its tables and
 methods (:mod:`~backend.store.deploys`, :mod:`~backend.store.ranges`,
-:mod:`~backend.store.leases`, :mod:`~backend.store.health`, :mod:`~backend.store.outbox`), mixed into
+:mod:`~backend.store.leases`, :mod:`~backend.store.health`, :mod:`~backend.store.outbox`,
+:mod:`~backend.store.output`), mixed into
 :class:`DeployLog`. A new concept is a new module, one base class below and its
 schema steps appended to :data:`MIGRATIONS`.
 """
 
 from __future__ import annotations
 
-from backend.store import deploys, health, leases, line, outbox, ranges
+from backend.store import deploys, health, leases, line, outbox, output, ranges
 from backend.store.core import EVENTS_SCHEMA, Changes, LogCore, Migration, StoreError, create_meta
 from backend.store.deploys import DeploysMixin, ImportResult
 from backend.store.health import HealthMixin
 from backend.store.leases import Lease, LeasesMixin, holder_id
 from backend.store.line import LineMixin
 from backend.store.outbox import OutboxItem, OutboxMixin
+from backend.store.output import OutputMixin, Streamed
 from backend.store.ranges import RangesMixin
 
 # Applied in this order, once each, never edited; append only. ``breaking=True`` for a
@@ -30,15 +32,17 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(health.SCHEMA),  # 6: health samples and each environment's state, additive
     Migration(line.SCHEMA),  # the line, rollbacks, deploys' process groups (issue 8), additive
     Migration(outbox.SCHEMA),  # the chat outbox, written with the events it announces (issue 8), additive
+    Migration(output.SCHEMA),  # running deploys' output as it comes (issue 8), additive
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
-class DeployLog(LineMixin, DeploysMixin, RangesMixin, LeasesMixin, HealthMixin, OutboxMixin, LogCore):
+class DeployLog(LineMixin, DeploysMixin, RangesMixin, LeasesMixin, HealthMixin, OutboxMixin, OutputMixin,
+                LogCore):
     """The deploy log at a path: open with :meth:`DeployLog.open`."""
 
     MIGRATIONS = MIGRATIONS
 
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "Changes", "DeployLog", "ImportResult", "Lease", "OutboxItem", "StoreError",
-           "holder_id"]
+           "Streamed", "holder_id"]

@@ -49,6 +49,7 @@ from backend.models import FAILED, INTERRUPTED, RUNNING, SUCCEEDED, Deploy, from
 from backend.processes import alive
 from backend.store.core import StoreError, guard
 from backend.store.deploys import _TIME, DeploysMixin, _sound
+from backend.store.output import streamed_so_far
 from backend.text import cell_text, clean_line, short
 
 SCHEMA = """
@@ -493,15 +494,16 @@ class LineMixin(DeploysMixin):
 
     @guard
     def end_orphan(self, deploy_id: int, note: str) -> Deploy | None:
-        """Record ``deploy_id`` interrupted (its andon died), ``note`` its output; None when it had
-        already finished (another andon noticed first, or it was not dead after all)."""
+        """Record ``deploy_id`` interrupted (its andon died), its output what it streamed then ``note``;
+        None when it had already finished (another andon noticed first, or it was not dead after all)."""
         now = self.now()
         with self.immediate() as conn:
             row = conn.execute("SELECT host, pid FROM deploys WHERE id = ? AND status = ?",
                                (deploy_id, RUNNING)).fetchone()
             if row is None or row[0] != self._host or type(row[1]) is not int or alive(row[1]):
                 return None
-            self._end(conn, deploy_id, INTERRUPTED, None, note, now)
+            # What it streamed before it died is the start of its output (then dropped with the row's end).
+            self._end(conn, deploy_id, INTERRUPTED, None, streamed_so_far(conn, deploy_id) + note, now)
         return self.get(deploy_id)
 
     @guard
