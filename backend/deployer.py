@@ -56,6 +56,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from backend import AndonError
 from backend.config import Action, Environment, HttpAction, check_environment_name
+from backend.live_output import LiveOutput
 from backend.models import DOWN, FAILED, INTERRUPTED, RUNNING, SUCCEEDED, UNHEALTHY, Deploy, HealthSample, to_iso
 from backend.processes import alive, stop_group
 from backend.runner import STOP_GRACE, RunError, Runner, RunResult, substitute
@@ -176,19 +177,22 @@ def take_turn(world: World, env: str, sha: str, *, who: str, trigger: str, reaso
 
 
 def run_action(world: World, started: Deploy, action: Action, *, runner: Runner, timeout: float,
-               on_output: Callable[[str], None] | None = None) -> RunResult:
+               on_output: Callable[[str], None] | None = None,
+               live: Callable[[str], None] | None = None) -> RunResult:
     """Run a deploy's or rollback's action for the row ``started``: a command (its process group
-    recorded in the log as soon as it exists) or an HTTP request. Raises :class:`RunError`."""
+    recorded in the log as soon as it exists) or an HTTP request. Raises :class:`RunError`.
+    ``live`` (a :meth:`~backend.live_output.LiveOutput.write`) gets the output as it comes."""
     values = {"sha": started.sha, "env": started.env}
     if isinstance(action, HttpAction):
-        return runner.request(action, values, timeout=timeout, on_output=on_output)
+        return runner.request(action, values, timeout=timeout, on_output=on_output, live=live)
     child_env = dict(os.environ)
     child_env.update(
         ANDON_ENV=started.env, ANDON_SHA=started.sha, ANDON_PREV_SHA=started.prev_sha or "",
         ANDON_DEPLOY_ID=str(started.id),
     )
     return runner.run(substitute(action, values), cwd=world.history.root, env=child_env, timeout=timeout,
-                      on_output=on_output, on_start=lambda pgid: world.log.record_process(started.id, pgid))
+                      on_output=on_output, on_start=lambda pgid: world.log.record_process(started.id, pgid),
+                      live=live)
 
 
 def deploy(
@@ -234,54 +238,58 @@ def deploy(
                      wait=wait, settings=settings, interrupted=interrupted or (lambda: None), on_wait=on_wait)
     started = turn.started
     assert started is not None
-    try:
-        result = run_action(world, started, action, runner=runner, timeout=settings.timeout, on_output=on_output)
-    except RunError as error:
-        world.log.finish(started.id, FAILED, exit_code=error.exit_code, output=str(error) + "\n")
-        world.keep_ranges([started])
-        raise
-    except BaseException:
-        world.log.finish(started.id, INTERRUPTED, exit_code=None, output="andon stopped unexpectedly\n")
-        raise
-    if result.stopped:
-        status = INTERRUPTED
-        note = {
-            "timeout": f"\n[andon: stopped after the {settings.timeout:g}s timeout]\n",
-            "SIGINT": "\n[andon: stopped by Ctrl-C]\n",
-            "SIGTERM": "\n[andon: stopped by SIGTERM]\n",
-        }.get(result.stopped, "")
-        output = result.output + note
-    else:
-        status = SUCCEEDED if result.exit_code == 0 else FAILED
-        output = result.output
-    exit_code = result.exit_code
-    verdict = None
-    if status == SUCCEEDED and settings.verify_seconds > 0 and settings.health:
-        lines: list[str] = []
-
-        def say(text: str) -> None:
-            lines.append(text)
-            if on_output is not None:
-                try:
-                    on_output(text)
-                except Exception:  # noqa: BLE001 - a failing display must not fail the deploy
-                    pass
-
-        if output and not output.endswith("\n"):
-            say("\n")
+    # The output goes into the log as it comes, for every dashboard (and the row's final output at the end).
+    with LiveOutput(world.log, started.id) as live:
         try:
-            verdict = verify(world, started, settings, say=say, interrupted=interrupted or (lambda: None),
-                             probe=probe)
-        except BaseException as error:
-            text = str(error).splitlines()[0] if str(error) else type(error).__name__
-            world.log.finish(started.id, INTERRUPTED, exit_code=result.exit_code,
-                             output=output + "".join(lines) + f"[andon: verification stopped: {text}]\n")
+            result = run_action(world, started, action, runner=runner, timeout=settings.timeout, on_output=on_output,
+                                live=live.write)
+        except RunError as error:
+            world.log.finish(started.id, FAILED, exit_code=error.exit_code, output=str(error) + "\n")
+            world.keep_ranges([started])
             raise
-        output += "".join(lines)
-        status = verdict.status
-        if verdict.stopped:
-            exit_code = 128 + int(getattr(signal, verdict.stopped, signal.SIGINT))
-    finished = world.log.finish(started.id, status, exit_code=result.exit_code, output=output)
+        except BaseException:
+            world.log.finish(started.id, INTERRUPTED, exit_code=None, output="andon stopped unexpectedly\n")
+            raise
+        if result.stopped:
+            status = INTERRUPTED
+            note = {
+                "timeout": f"\n[andon: stopped after the {settings.timeout:g}s timeout]\n",
+                "SIGINT": "\n[andon: stopped by Ctrl-C]\n",
+                "SIGTERM": "\n[andon: stopped by SIGTERM]\n",
+            }.get(result.stopped, "")
+            output = result.output + note
+        else:
+            status = SUCCEEDED if result.exit_code == 0 else FAILED
+            output = result.output
+        exit_code = result.exit_code
+        verdict = None
+        if status == SUCCEEDED and settings.verify_seconds > 0 and settings.health:
+            lines: list[str] = []
+
+            def say(text: str) -> None:
+                lines.append(text)
+                live.write(text)
+                if on_output is not None:
+                    try:
+                        on_output(text)
+                    except Exception:  # noqa: BLE001 - a failing display must not fail the deploy
+                        pass
+
+            if output and not output.endswith("\n"):
+                say("\n")
+            try:
+                verdict = verify(world, started, settings, say=say, interrupted=interrupted or (lambda: None),
+                                 probe=probe)
+            except BaseException as error:
+                text = str(error).splitlines()[0] if str(error) else type(error).__name__
+                world.log.finish(started.id, INTERRUPTED, exit_code=result.exit_code,
+                                 output=output + "".join(lines) + f"[andon: verification stopped: {text}]\n")
+                raise
+            output += "".join(lines)
+            status = verdict.status
+            if verdict.stopped:
+                exit_code = 128 + int(getattr(signal, verdict.stopped, signal.SIGINT))
+        finished = world.log.finish(started.id, status, exit_code=result.exit_code, output=output)
     world.keep_ranges([finished])
     auto = None
     if finished.status == UNHEALTHY and verdict is not None and settings.auto_stop:

@@ -43,6 +43,7 @@ from typing import NamedTuple
 from backend import AndonError
 from backend.config import Environment, check_environment_name
 from backend.deployer import reap, run_action
+from backend.live_output import LiveOutput
 from backend.models import FAILED, INTERRUPTED, RUNNING, SUCCEEDED, Deploy
 from backend.processes import alive
 from backend.runner import STOP_GRACE, RunError, Runner
@@ -252,25 +253,30 @@ def run_rollback(world: World, rollback_id: int, *, runner: Runner,
     started = log.start_rollback_deploy(rollback_id, me)
     target = f"[andon: rolling {env} back to {short(started.sha)}" + (
         f", reverting deploy #{started.reverts}" if started.reverts else "") + "]\n"
-    try:
-        result = run_action(world, started, action, runner=runner, timeout=settings.timeout, on_output=on_output)
-    except RunError as error:
-        log.finish_action(started.id, FAILED, exit_code=error.exit_code, output=notes + target + f"{error}\n")
-        world.keep_ranges([started])
-        return log.rollback(rollback_id)
-    except BaseException:
-        log.finish_action(started.id, INTERRUPTED, exit_code=None, output=notes + target + "andon stopped unexpectedly\n")
-        raise
-    if result.stopped:
-        status = INTERRUPTED
-        note = {"timeout": f"\n[andon: stopped after the {settings.timeout:g}s timeout]\n",
-                "SIGINT": "\n[andon: stopped by Ctrl-C]\n",
-                "SIGTERM": "\n[andon: stopped by SIGTERM]\n"}.get(result.stopped, "")
-    else:
-        status = SUCCEEDED if result.exit_code == 0 else FAILED
-        note = ""
-    finished = log.finish_action(started.id, status, exit_code=result.exit_code,
-                                 output=notes + target + result.output + note)
+    # Every dashboard shows the output as it comes (the row's final output is written at the end).
+    with LiveOutput(log, started.id) as live:
+        live.write(notes + target)
+        try:
+            result = run_action(world, started, action, runner=runner, timeout=settings.timeout, on_output=on_output,
+                                live=live.write)
+        except RunError as error:
+            log.finish_action(started.id, FAILED, exit_code=error.exit_code, output=notes + target + f"{error}\n")
+            world.keep_ranges([started])
+            return log.rollback(rollback_id)
+        except BaseException:
+            log.finish_action(started.id, INTERRUPTED, exit_code=None,
+                              output=notes + target + "andon stopped unexpectedly\n")
+            raise
+        if result.stopped:
+            status = INTERRUPTED
+            note = {"timeout": f"\n[andon: stopped after the {settings.timeout:g}s timeout]\n",
+                    "SIGINT": "\n[andon: stopped by Ctrl-C]\n",
+                    "SIGTERM": "\n[andon: stopped by SIGTERM]\n"}.get(result.stopped, "")
+        else:
+            status = SUCCEEDED if result.exit_code == 0 else FAILED
+            note = ""
+        finished = log.finish_action(started.id, status, exit_code=result.exit_code,
+                                     output=notes + target + result.output + note)
     world.keep_ranges([finished])
     return log.rollback(rollback_id)
 

@@ -4,10 +4,12 @@ own, bounded output) and HTTP requests.
 The command starts in a new session so that a timeout, Ctrl-C or SIGTERM stops
 the whole group (``subprocess.run(timeout=...)`` would leave grandchildren
 running). Output is read from a pipe by a thread that drains it until the command
-has exited and a grace has passed, passed on to ``on_output`` as it comes and
-kept, bounded, for the log. ``on_start`` is told the new group's id as soon as the
-command exists, so that the log can name it: if andon itself is killed, whoever
-notices stops that group (:func:`backend.deployer.reap`).
+has exited and a grace has passed, passed on to ``on_output`` (the terminal) and
+``live`` (the log's copy of a running deploy's output, :mod:`backend.live_output`) as
+it comes, and kept, bounded, for the log. A display that fails is no longer shown to;
+the live copy goes on (it never raises). ``on_start`` is told the new group's id as
+soon as the command exists, so that the log can name it: if andon itself is killed,
+whoever notices stops that group (:func:`backend.deployer.reap`).
 
 An action that is an HTTP request (:class:`~backend.config.HttpAction`, a CI system's
 API) is sent with httpx by :meth:`Runner.request`: the URL and the header values come
@@ -58,12 +60,16 @@ class RunError(AndonError):
         self.exit_code = exit_code
 
 
+def split_limit(limit: int) -> tuple[int, int]:
+    """How many characters of a stream's start and of its end make up ``limit``: a quarter, the rest."""
+    return limit // 4, limit - limit // 4
+
+
 class BoundedOutput:
     """Keeps the first and the last part of a stream, and says how much was cut between."""
 
     def __init__(self, limit: int = OUTPUT_LIMIT) -> None:
-        self.head_limit = limit // 4
-        self.tail_limit = limit - self.head_limit
+        self.head_limit, self.tail_limit = split_limit(limit)
         self.head = ""
         self.tail = ""
         self.dropped = 0
@@ -189,8 +195,10 @@ class Runner:
         on_output: Callable[[str], None] | None = None,
         output_limit: int = OUTPUT_LIMIT,
         on_start: Callable[[int], None] | None = None,
+        live: Callable[[str], None] | None = None,
     ) -> RunResult:
-        """Run ``argv``; ``on_start(pgid)`` is called once it has started (its failure is noted)."""
+        """Run ``argv``; ``on_start(pgid)`` is called once it has started (its failure is noted);
+        ``live`` gets every piece of output as it is kept, and must not raise."""
         if not argv:
             raise RunError("no command to run")
         if self._stopped:  # stopped (Ctrl-C, SIGTERM) before it could start
@@ -238,6 +246,8 @@ class Runner:
             if data:
                 text = clean(decode(data))
                 kept.add(text)
+                if live is not None:
+                    live(text)
                 show(text)
 
         def drain() -> None:
@@ -282,8 +292,10 @@ class Runner:
         timeout: float | None = None,
         environ: Mapping[str, str] | None = None,
         on_output: Callable[[str], None] | None = None,
+        live: Callable[[str], None] | None = None,
     ) -> RunResult:
         """Send ``action`` (see the module's docstring); exit code 0 for a 2xx answer, else 1.
+        ``on_output`` and ``live`` (which must not raise) get the lines of the output as they come.
 
         Raises :class:`RunError` (exit code 1) when it cannot be sent or gets no answer.
         """
@@ -339,7 +351,12 @@ class Runner:
             except Exception as error:  # noqa: BLE001 - every failure is one line in the log
                 box["error"] = _http_problem(error, url.host)
 
-        show = on_output or (lambda _text: None)
+        def show(text: str) -> None:
+            if live is not None:
+                live(text)
+            if on_output is not None:
+                on_output(text)
+
         show(f"[andon: {shown}]\n")
         sender = threading.Thread(target=send, name="andon-http-action", daemon=True)
         sender.start()

@@ -351,7 +351,7 @@ def test_deploy_whose_andon_was_killed_shows_as_running_while_its_command_runs_t
     """CI kills `andon deploy` with SIGKILL: its command (in its own process group) runs on.
     The log says `running` while it does, never `interrupted`; the next andon to look stops
     the orphaned group (the grandchild ignores SIGTERM: SIGKILL after the grace) and records
-    the row interrupted, its output saying why."""
+    the row interrupted, its output what the command printed (streamed into the log) and why."""
     repo.commit("first")
     pids = tmp_path / "pids"
     process = start("deploy", "--env", "staging", "--", sys.executable, scripts / "hang.py", pids,
@@ -359,12 +359,20 @@ def test_deploy_whose_andon_was_killed_shows_as_running_while_its_command_runs_t
     try:
         assert process.stdout is not None
         assert process.stdout.readline() == b"ready\n"
+        from backend.store import DeployLog
+
+        log = DeployLog.open(repo.path / ".git" / "andon" / "deploys.db")
+        try:
+            deadline = time.monotonic() + 10
+            while log.streamed(1).text != "ready\n":  # its output reaches the log as it comes
+                assert time.monotonic() < deadline, log.streamed(1)
+                time.sleep(0.05)
+        finally:
+            log.close()
         process.kill()
         process.wait()
         leader, grandchild = map(int, pids.read_text().split())
         assert not dead(leader) and not dead(grandchild)  # orphaned, still running
-        from backend.store import DeployLog
-
         log = DeployLog.open(repo.path / ".git" / "andon" / "deploys.db")
         try:
             assert log.get(1).status == "running"  # a reader that does not stop orphans (the dashboard)
@@ -384,7 +392,8 @@ def test_deploy_whose_andon_was_killed_shows_as_running_while_its_command_runs_t
             kinds = [event.kind for event in log.events()]
         finally:
             log.close()
-        assert output == (f"[andon: the andon running this deploy (pid {process.pid}) died; its command's "
+        # What it streamed before the kill is kept, then what happened.
+        assert output == (f"ready\n[andon: the andon running this deploy (pid {process.pid}) died; its command's "
                           f"process group {leader} was stopped]\n")
         assert kinds.count("deploy.finished") == 1
     finally:

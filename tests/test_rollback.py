@@ -192,6 +192,9 @@ def test_the_rollback_runner_killed_with_sigkill_is_interrupted_its_action_stopp
             runner = rollback.runner_pid
             assert runner and rollback.status == RUNNING and rollback.deploy_id
             assert os.getpgid(leader) == leader  # the action runs in its own process group
+            while "ready" not in log.streamed(rollback.deploy_id).text:  # its output, as it comes
+                assert time.monotonic() < deadline, "the action's output never reached the log"
+                time.sleep(0.05)
         finally:
             log.close()
         os.kill(runner, signal.SIGKILL)
@@ -210,7 +213,10 @@ def test_the_rollback_runner_killed_with_sigkill_is_interrupted_its_action_stopp
         try:
             ended = log.get(rollback.deploy_id)
             assert ended.status == INTERRUPTED and ended.finished_at
-            assert ended.output == (f"[andon: the andon running this rollback (pid {runner}) died; its command's "
+            # What it streamed before the kill comes first, then what happened.
+            assert ended.output == (f"[andon: rolling production back to {world8.shas[0][:7]}, reverting deploy #2]\n"
+                                    "ready\n"
+                                    f"[andon: the andon running this rollback (pid {runner}) died; its command's "
                                     f"process group {leader} was stopped]\n")
             assert log.rollback(rollback.id).status == INTERRUPTED
             assert kinds(log, "rollback.") == ["rollback.requested", "rollback.started", "rollback.finished"]
