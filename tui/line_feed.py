@@ -10,7 +10,8 @@ the messages meant for it.
   ``line.*`` or ``rollback.*`` event, or a deploy event of the environment shown, reads
   at once; the poller hears other programs within half a second, so a stop anywhere
   reaches every dashboard's banner within a second. While a rollback counts down or runs
-  the line is read again every second (the runner appends its output without an event).
+  the line is read again every half second: the runner streams its output into the log
+  without an event (:mod:`backend.store.output`), and the banner shows its latest line.
   A read also notices a runner that died (:func:`backend.deployer.reap`), so the log
   never says ``running`` for a rollback nobody runs.
 * The terminal bell rings once when the banner appears for a stop this dashboard saw
@@ -31,6 +32,7 @@ from typing import TYPE_CHECKING, Literal, NamedTuple
 from textual.message import Message
 
 from backend import AndonError
+from backend.models import RUNNING
 
 if TYPE_CHECKING:
     from backend.models import Deploy
@@ -43,12 +45,14 @@ if TYPE_CHECKING:
 LINE_EVENTS = ("line.", "rollback.")
 DEPLOY_EVENTS = "deploy."
 KEY_REASON = "pressed ! on the dashboard"
+ROLLING_READS = 0.5  # seconds between two reads of the line while a rollback counts down or runs
 
 
 class LineView(NamedTuple):
     """An environment's line as the banner draws it: the line, the rollback of this stop (the
     active one, or the newest one requested since the line stopped) and that rollback's deploy
-    row, output included (None until it runs)."""
+    row, output included (None until it runs; while it runs, its output is the end of what it
+    has streamed so far)."""
 
     env: str
     line: LineState
@@ -84,6 +88,8 @@ def read_line(world: World, env: str) -> LineView:
     if rollback is not None and not rollback.active and not (line.stopped and rollback.requested_at >= line.since):
         rollback = None  # one of an earlier stop
     progress = log.get(rollback.deploy_id) if rollback is not None and rollback.deploy_id is not None else None
+    if progress is not None and progress.status == RUNNING:
+        progress = progress._replace(output=log.streamed_tail(progress.id))
     return LineView(env, line, rollback, progress)
 
 
@@ -107,7 +113,7 @@ class LineFeed:
         banner = LineBanner(self.world.clock, read_only=self.read_only, id="line")
         await screen.mount(banner, after=screen.query_one(after))
         self.banner = banner
-        screen.set_interval(1.0, self._while_rolling)
+        screen.set_interval(ROLLING_READS, self._while_rolling)
         self.read()
 
     def env_shown(self, env: str) -> None:

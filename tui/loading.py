@@ -27,14 +27,14 @@ from textual.message import Message
 
 from backend import AndonError
 from backend.history import Range
-from backend.models import DEGRADED, DOWN, HEALTHY, UNKNOWN, Deploy, HealthSample, to_iso
+from backend.models import DEGRADED, DOWN, HEALTHY, RUNNING, UNKNOWN, Deploy, HealthSample, to_iso
 from backend.world import World
 from tui.first_screen import PAGE, load_first_screen
 from tui.format import moment
 
 if TYPE_CHECKING:
     from backend.config import HealthCheck
-    from backend.store import Changes
+    from backend.store import Changes, Streamed
 
 HEALTH_WINDOW = 60  # samples per check shown (and read): the sparkline and the availability
 VERIFY_EVENTS = 200  # the newest events looked through for a verification running
@@ -78,9 +78,13 @@ class PendingLoaded(Message):
 
 
 class OutputLoaded(Message):
-    def __init__(self, deploy: Deploy) -> None:
+    """A deploy as read with its output; while it runs, ``streamed`` holds its output so far from
+    the position asked for (backend.store.output), else None."""
+
+    def __init__(self, deploy: Deploy, streamed: Streamed | None = None) -> None:
         super().__init__()
         self.deploy = deploy
+        self.streamed = streamed
 
 
 class LoadFailed(Message):
@@ -245,9 +249,12 @@ class Loader:
             waiting = self.world.history.pending(branch, live.sha if live else None, self.world.config.branch)
             self.post(PendingLoaded(env, waiting, branch, generation))
 
-    def output(self, deploy_id: int) -> None:
+    def output(self, deploy_id: int, since: int = 0) -> None:
+        """The deploy with its output: the final one, or while it runs what it streamed from ``since``."""
         try:
-            self.post(OutputLoaded(self.world.log.get(deploy_id)))
+            deploy = self.world.log.get(deploy_id)
+            streamed = self.world.log.streamed(deploy_id, since) if deploy.status == RUNNING else None
+            self.post(OutputLoaded(deploy, streamed))
         except AndonError as error:
             self.post(LoadFailed(str(error)))
 

@@ -155,8 +155,8 @@ class MainScreen(Screen[None]):
         self.loader.details(env, deploys, live, generation, pending=True)
 
     @work(thread=True, exclusive=True, group="output", exit_on_error=False)
-    def load_output(self, deploy_id: int) -> None:
-        self.loader.output(deploy_id)
+    def load_output(self, deploy_id: int, since: int = 0) -> None:
+        self.loader.output(deploy_id, since)
 
     @work(thread=True, exclusive=True, group="poll", exit_on_error=False)
     def poll(self) -> None:
@@ -250,7 +250,10 @@ class MainScreen(Screen[None]):
             )
 
     async def on_output_loaded(self, message: OutputLoaded) -> None:
-        await self.detail.show_output(message.deploy)
+        await self.detail.show_output(message.deploy, message.streamed)
+
+    def on_deploy_detail_output_wanted(self, message: DeployDetail.OutputWanted) -> None:
+        self.load_output(message.deploy_id, message.since)  # a running deploy's output, as it comes
 
     async def on_health_loaded(self, message: HealthLoaded) -> None:
         await self.health.loaded(message)
