@@ -229,9 +229,17 @@ async def test_the_banner_follows_the_environment_shown(line_world) -> None:
         await settle(pilot)
         assert app.screen.env == "production"
         assert await wait_for(pilot, lambda: app.screen.query(LineBanner))
-        await pilot.pause(0.3)
-        assert banner_text(app) == ""
+        # Another environment's stop is news here too: which, and how to show it.
+        assert await wait_for(pilot, lambda: "Not the environment shown (production)" in banner_text(app), 2.0)
+        assert "■ LINE STOPPED · staging · by bob" in banner_text(app)
         await pilot.press("right_square_bracket")
-        assert await wait_for(pilot, lambda: "staging db migration" in banner_text(app), 2.0)
+        assert await wait_for(pilot, lambda: "Nothing is rolling back" in banner_text(app), 2.0)
+        assert banner_text(app).startswith("■ LINE STOPPED · staging · by bob") and "staging db migration" in banner_text(app)
+        assert "Also stopped" not in banner_text(app)
+        log = DeployLog.open(db)
+        log.stop_line("production", who="carol", reason="api down")
+        log.close()
+        assert await wait_for(pilot, lambda: "Also stopped: production (by carol)." in banner_text(app), 2.0)
         await pilot.press("left_square_bracket")
-        assert await wait_for(pilot, lambda: banner_text(app) == "", 2.0)
+        assert await wait_for(pilot, lambda: "api down" in banner_text(app) and "Also stopped: staging (by bob)."
+                              in banner_text(app), 2.0)

@@ -226,8 +226,6 @@ async def test_a_stop_of_another_environment_than_the_one_shown_reaches_the_dash
     await _stop_production_seen_from(repo, tmp_path, shown="production")
 
 
-@pytest.mark.xfail(strict=True, reason="a dashboard showing another environment neither shows a banner nor rings "
-                                       "the bell when a line stops: 'every open dashboard' is not told")
 async def test_a_stop_of_another_environment_than_the_one_shown_reaches_the_dashboard(
         repo: Repo, tmp_path: Path) -> None:
     await _stop_production_seen_from(repo, tmp_path, shown="staging")

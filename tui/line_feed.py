@@ -14,8 +14,10 @@ the messages meant for it.
   without an event (:mod:`backend.store.output`), and the banner shows its latest line.
   A read also notices a runner that died (:func:`backend.deployer.reap`), so the log
   never says ``running`` for a rollback nobody runs.
-* The terminal bell rings once when the banner appears for a stop this dashboard saw
-  happen (not for a line that was already stopped when it opened).
+* Every dashboard hears of every line: a stop of another environment than the one shown
+  is a banner too (which environment, by whom, why, and how to show it), and the terminal
+  bell rings once for each stop this dashboard saw happen (not for a line that was already
+  stopped when it opened).
 * Keys: ``!`` stops the line and rolls back to the last good deploy
   (:func:`backend.rollback.request_rollback`: its runner is a process of its own, so
   closing this dashboard does not stop it); ``esc``/``c`` cancel a rollback in its grace;
@@ -58,6 +60,12 @@ class LineView(NamedTuple):
     line: LineState
     rollback: Rollback | None = None
     progress: Deploy | None = None
+    elsewhere: tuple[LineState, ...] = ()  # the other environments whose line is stopped
+
+    @property
+    def stopped(self) -> frozenset[str]:
+        """Every environment whose line is stopped, this one included."""
+        return frozenset(line.env for line in (self.line, *self.elsewhere) if line.stopped)
 
 
 class LineLoaded(Message):
@@ -90,7 +98,8 @@ def read_line(world: World, env: str) -> LineView:
     progress = log.get(rollback.deploy_id) if rollback is not None and rollback.deploy_id is not None else None
     if progress is not None and progress.status == RUNNING:
         progress = progress._replace(output=log.streamed_tail(progress.id))
-    return LineView(env, line, rollback, progress)
+    elsewhere = tuple(other for name, other in log.lines().items() if name != env and other.stopped)
+    return LineView(env, line, rollback, progress, elsewhere)
 
 
 class LineFeed:
@@ -117,7 +126,6 @@ class LineFeed:
         self.read()
 
     def env_shown(self, env: str) -> None:
-        self.view = None  # no bell for a line found stopped on arrival
         if self.banner is not None:
             self.banner.show(None)
             self.read()
@@ -126,7 +134,9 @@ class LineFeed:
         env = self.screen.env
         if self.banner is None or env is None:
             return
-        if any(where == env and kind.startswith((*LINE_EVENTS, DEPLOY_EVENTS)) for kind, where in changes.kinds):
+        # A stop or a rollback anywhere (every dashboard hears of every line), a deploy here.
+        if any(kind.startswith(LINE_EVENTS) or (where == env and kind.startswith(DEPLOY_EVENTS))
+               for kind, where in changes.kinds):
             self.read()
 
     def read(self) -> None:
@@ -160,8 +170,8 @@ class LineFeed:
         if view is None or view.env != screen.env or self.banner is None:
             return
         before = self.view
-        if before is not None and before.env == view.env and not before.line.stopped and view.line.stopped:
-            screen.app.bell()  # once: a stop this dashboard saw happen
+        if before is not None and view.stopped - before.stopped:
+            screen.app.bell()  # once: a stop (of any environment) this dashboard saw happen
         self.view = view
         self.banner.show(view)
 

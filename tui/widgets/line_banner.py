@@ -1,9 +1,11 @@
 """The stop-the-line banner: full width, above everything, while the shown environment's line is stopped.
 
-Two lines. The first says that the line is stopped, by whom, since when and why; the
-second what the rollback is doing: counting down its grace (with the keys that cancel
+Two lines for the environment shown. The first says that the line is stopped, by whom,
+since when and why; the second what the rollback is doing: counting down its grace (with the keys that cancel
 it), running (for how long, and the last line of its output), or how it ended; the line
-stays stopped until a person resumes it. Everything that came from the log (names,
+stays stopped until a person resumes it. A stopped line of another environment adds a
+line ("Also stopped: ..."); when only other environments' lines are stopped, the banner
+says which, and how to show them. Everything that came from the log (names,
 reasons, output) is plain ``Content``, never markup.
 
 The screen hands it a :class:`~tui.loading.LineView` whenever a worker has read the line
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from textual.content import Content
 from textual.widgets import Static
@@ -22,6 +25,9 @@ from textual.widgets import Static
 from backend.models import FAILED, INTERRUPTED, RUNNING, SUCCEEDED
 from tui.format import age, moment, when
 from tui.line_feed import LineView
+
+if TYPE_CHECKING:
+    from backend.store.line import LineState
 
 PENDING = "pending"
 CANCELLED = "cancelled"
@@ -40,15 +46,30 @@ def _last_line(output: str) -> str:
     return ""
 
 
-def describe(view: LineView, now: datetime, *, read_only: bool = False) -> tuple[str, str, str]:
-    """(first line, second line, the banner's tone: ``stopped``, ``rolling`` or ``failed``)."""
-    line = view.line
-    who = line.who or "someone"
-    first = f"■ LINE STOPPED · {line.env} · by {who}" + (" (automatic)" if line.automatic else "")
+def stopped_line(line: LineState, now: datetime) -> str:
+    """``■ LINE STOPPED · production · by alice · 2m ago · api down``."""
+    first = f"■ LINE STOPPED · {line.env} · by {line.who or 'someone'}" + (" (automatic)" if line.automatic else "")
     since = age(line.since, now)
     first += f" · {since} ago" if since and since != "?" else f" · since {when(line.since)}"
-    if line.reason:
-        first += f" · {line.reason}"
+    return first + (f" · {line.reason}" if line.reason else "")
+
+
+def elsewhere_lines(view: LineView, now: datetime) -> list[str]:
+    """The stopped lines of the environments not shown, for a banner about another one."""
+    if not view.elsewhere:
+        return []
+    if view.line.stopped:
+        names = ", ".join(f"{other.env} (by {other.who or 'someone'})" for other in view.elsewhere)
+        return [f"Also stopped: {names}."]
+    lines = [stopped_line(other, now) for other in view.elsewhere]
+    shown = view.elsewhere[0].env
+    return [*lines, f"Not the environment shown ({view.env}): ] or the command palette shows {shown}."]
+
+
+def describe(view: LineView, now: datetime, *, read_only: bool = False) -> tuple[str, str, str]:
+    """(first line, second line, the banner's tone: ``stopped``, ``rolling`` or ``failed``) for the
+    environment shown, whose line is stopped."""
+    first = stopped_line(view.line, now)
     resume = " until someone resumes it" + ("" if read_only else " (R)")
     rollback = view.rollback
     if rollback is None:
@@ -113,7 +134,7 @@ class LineBanner(Static):
 
     @property
     def shown(self) -> bool:
-        return self.view is not None and self.view.line.stopped
+        return self.view is not None and bool(self.view.stopped)
 
     def show(self, view: LineView | None) -> None:
         """Show ``view`` (None or a running line: hide)."""
@@ -128,9 +149,14 @@ class LineBanner(Static):
 
     def _draw(self) -> None:
         view = self.view
-        if view is None or not view.line.stopped:
+        if view is None or not view.stopped:
             self.update("")
             return
-        first, second, tone = describe(view, self.clock(), read_only=self.read_only)
+        now = self.clock()
+        if not view.line.stopped:  # only other environments' lines are stopped
+            self.set_class(False, "-rolling")
+            self.update(Content("\n".join(elsewhere_lines(view, now))))
+            return
+        first, second, tone = describe(view, now, read_only=self.read_only)
         self.set_class(tone == "rolling", "-rolling")
-        self.update(Content(first + "\n" + second))
+        self.update(Content("\n".join([first, second, *elsewhere_lines(view, now)])))
