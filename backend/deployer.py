@@ -122,8 +122,8 @@ def reap(log: DeployLog, env: str | None = None, *, grace: float = STOP_GRACE) -
     for orphan in log.orphans(env):
         what = f"[andon: the andon running this {'rollback' if orphan.trigger == 'rollback' else 'deploy'} " \
                f"(pid {orphan.pid}) died"
-        if orphan.pgid is not None and alive(orphan.pgid, group=True):
-            problem = stop_group(orphan.pgid, grace)
+        if orphan.pgid is not None and alive(orphan.pgid, group=True, started=orphan.group_started):
+            problem = stop_group(orphan.pgid, grace, started=orphan.group_started)
             note = (f"{what}; its command's process group {orphan.pgid} could not be stopped: {problem}]\n"
                     if problem else f"{what}; its command's process group {orphan.pgid} was stopped]\n")
         elif orphan.pgid is not None:

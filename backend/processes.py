@@ -12,6 +12,15 @@ collects its children (a container's first process) would leave them zombies for
 so a dead andon would look alive and its deploy would look running. Where ``/proc``
 exists (Linux) the process's state is read from it; elsewhere ``kill(2)``'s answer is
 taken as it is.
+
+**Reused numbers.** The kernel hands a dead process's number to a new one sooner or later
+(in a CI container, pids start from small numbers for every job). So andon records a
+process's start time (:func:`started_at`, from ``/proc``) with its number, and
+:func:`alive` and :func:`stop_group` given that ``started`` time take a process with the
+same number but another start time for what it is: another program, never signalled. A
+group whose leader has exited cannot have been reused (Linux keeps a number in use while a
+group holds it), so only a living leader is asked. Without ``/proc``, or for a row written
+before start times were kept, the check is skipped.
 """
 
 from __future__ import annotations
@@ -21,6 +30,40 @@ import signal
 import time
 
 _PROC = "/proc"
+START_SLACK = 1.0  # seconds two readings of one process's start time may differ by (clock ticks, boot time)
+
+
+def _boot_time() -> float | None:
+    try:
+        with open(f"{_PROC}/stat", "rb") as handle:
+            for line in handle:
+                if line.startswith(b"btime "):
+                    return float(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def started_at(pid: int) -> float | None:
+    """When process ``pid`` started, as a Unix time (None when it is gone or /proc cannot tell)."""
+    boot = _boot_time()
+    if boot is None or pid <= 0:
+        return None
+    try:
+        with open(f"{_PROC}/{pid}/stat", "rb") as handle:
+            fields = handle.read().rsplit(b")", 1)[1].split()
+        ticks = int(fields[19])  # field 22 of stat(5): the start time in clock ticks after boot
+    except (OSError, ValueError, IndexError):
+        return None
+    return boot + ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _reused(pid: int, started: float | None) -> bool:
+    """Whether the process numbered ``pid`` is another one than the one andon recorded starting at ``started``."""
+    if started is None:
+        return False
+    now = started_at(pid)
+    return now is not None and abs(now - started) > START_SLACK
 
 
 def _state(pid: int) -> str | None:
@@ -59,13 +102,15 @@ def _group_has_live_member(pgid: int) -> bool:
     return False
 
 
-def alive(pid: int, *, group: bool = False) -> bool:
+def alive(pid: int, *, group: bool = False, started: float | None = None) -> bool:
     """Whether process ``pid`` runs, or with ``group=True`` any process of group ``pid``.
 
     A pid of 0 or below is never a process (``kill(2)`` would read it as "my own group" or
     "every process"), so it is not alive. Zombies are not alive (see the module's docstring).
+    ``started``: the recorded process's start time; a process (a group's leader) with the same
+    number and another start time has reused it, and the recorded one is not alive.
     """
-    if pid <= 0:
+    if pid <= 0 or _reused(pid, started):
         return False
     try:
         if group:
@@ -83,14 +128,17 @@ def alive(pid: int, *, group: bool = False) -> bool:
     return _running(_state(pid))  # None (unreadable): kill(2) said it exists
 
 
-def stop_group(pgid: int, grace: float = 5.0, *, poll: float = 0.05) -> str | None:
+def stop_group(pgid: int, grace: float = 5.0, *, poll: float = 0.05, started: float | None = None) -> str | None:
     """Stop process group ``pgid``: SIGTERM, then SIGKILL for whatever is left after ``grace``.
 
-    Returns None when the group is gone (or never existed), else one line saying why it
-    could not be stopped (it belongs to someone else, or survived SIGKILL).
+    Returns None when the group is gone (or never existed, or its number now belongs to a
+    group whose leader did not start at ``started``: never signalled), else one line saying why it could not be
+    stopped (it belongs to someone else, or survived SIGKILL).
     """
     if pgid <= 1:  # never "my own group", "everyone" or init's
         return f"process group {pgid} is not one andon may stop"
+    if not alive(pgid, group=True, started=started):
+        return None
     for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
         if not alive(pgid, group=True):
             return None

@@ -33,6 +33,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(line.SCHEMA),  # the line, rollbacks, deploys' process groups (issue 8), additive
     Migration(outbox.SCHEMA),  # the chat outbox, written with the events it announces (issue 8), additive
     Migration(output.SCHEMA),  # running deploys' output as it comes (issue 8), additive
+    Migration(line.STARTS),  # processes' start times beside their numbers (reused pids told apart), additive
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

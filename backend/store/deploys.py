@@ -29,7 +29,7 @@ from typing import Any, NamedTuple
 
 from backend.config import ENV_NAME
 from backend.models import FINAL_STATUSES, INTERRUPTED, RUNNING, STATUSES, SUCCEEDED, Deploy, to_iso
-from backend.processes import alive
+from backend.processes import alive, started_at
 from backend.store.core import LogCore, StoreError, explain, guard
 from backend.text import cell_text, clean, clean_line, has_controls
 
@@ -141,6 +141,8 @@ class DeploysMixin(LogCore):
 
     def _insert(self, conn: sqlite3.Connection, **row: Any) -> int:
         """One deploy row (the columns given), returning its id."""
+        if "pid" in row and "pid_started" not in row and type(row["pid"]) is int:
+            row["pid_started"] = started_at(row["pid"])  # tells the pid from a later process's reuse of it
         names = ", ".join(row)
         cursor = conn.execute(f"INSERT INTO deploys ({names}) VALUES ({', '.join('?' * len(row))})",
                               tuple(row.values()))
@@ -246,10 +248,16 @@ class DeploysMixin(LogCore):
 
     # -- reading -----------------------------------------------------------------
 
+    def _pid_started(self, deploy_id: object) -> float | None:
+        """When the process that runs ``deploy_id`` started (None: not recorded, an older row)."""
+        row = self._conn.execute("SELECT pid_started FROM deploys WHERE id = ?", (deploy_id,)).fetchone()
+        return row[0] if row is not None and isinstance(row[0], (int, float)) else None
+
     def _deploy(self, row: tuple[Any, ...]) -> Deploy:
         (id_, env, sha, prev, status, who, trigger, reason, started, finished, code, output,
          reverts, pid, host) = row
-        if status == RUNNING and host == self._host and type(pid) is int and 0 < pid < 2**31 and not alive(pid):
+        if (status == RUNNING and host == self._host and type(pid) is int and 0 < pid < 2**31
+                and not alive(pid, started=self._pid_started(id_))):
             # The process that ran it died without finishing: it is not running.
             status = INTERRUPTED
         damage = _damage(row)

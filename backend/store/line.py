@@ -46,7 +46,7 @@ from typing import Any, NamedTuple
 
 from backend import AndonError
 from backend.models import FAILED, INTERRUPTED, RUNNING, SUCCEEDED, Deploy, from_iso, to_iso, when
-from backend.processes import alive
+from backend.processes import alive, started_at
 from backend.store.core import StoreError, guard
 from backend.store.deploys import _TIME, DeploysMixin, _sound
 from backend.store.output import streamed_so_far
@@ -87,6 +87,14 @@ CREATE TABLE deploy_processes (
     pgid INTEGER NOT NULL,             -- the action's process group (its own session)
     recorded_at TEXT NOT NULL
 );
+"""
+
+# When the processes whose numbers the log keeps started (backend.processes.started_at): a
+# number reused by another program later is told from the real one, and never signalled.
+STARTS = """
+ALTER TABLE deploys ADD COLUMN pid_started REAL;
+ALTER TABLE deploy_processes ADD COLUMN leader_started REAL;
+ALTER TABLE rollbacks ADD COLUMN runner_started REAL;
 """
 
 PENDING = "pending"
@@ -154,6 +162,7 @@ class Orphan(NamedTuple):
     pid: int
     pgid: int | None
     trigger: str
+    group_started: float | None = None  # when its group's leader started (None: not recorded)
 
 
 class Target(NamedTuple):
@@ -207,6 +216,10 @@ def _int(value: object) -> int | None:
     return value if type(value) is int else None
 
 
+def _float(value: object) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
 def _rollback(row: tuple[Any, ...]) -> Rollback:
     (id_, env, status, who, reason, requested, run_at, target, target_id, reverts, deploy_id, host, pid, automatic,
      ended_by, finished) = row
@@ -237,9 +250,10 @@ class LineMixin(DeploysMixin):
 
     def _group_alive(self, deploy_id: int) -> bool:
         with self._lock:
-            row = self._conn.execute("SELECT host, pgid FROM deploy_processes WHERE deploy_id = ?",
+            row = self._conn.execute("SELECT host, pgid, leader_started FROM deploy_processes WHERE deploy_id = ?",
                                      (deploy_id,)).fetchone()
-        return row is not None and row[0] == self._host and type(row[1]) is int and alive(row[1], group=True)
+        return (row is not None and row[0] == self._host and type(row[1]) is int
+                and alive(row[1], group=True, started=_float(row[2])))
 
     def _line(self, conn: sqlite3.Connection, env: str) -> LineState:
         row = conn.execute("SELECT stopped, who, reason, since, automatic, deploy_id FROM line_state WHERE env = ?",
@@ -388,15 +402,17 @@ class LineMixin(DeploysMixin):
 
     def _blocker(self, conn: sqlite3.Connection, env: str, stale_after: float) -> int | None:
         rows = conn.execute(
-            "SELECT d.id, d.host, d.pid, d.started_at, p.host, p.pgid FROM deploys d"
-            " LEFT JOIN deploy_processes p ON p.deploy_id = d.id"
+            "SELECT d.id, d.host, d.pid, d.started_at, p.host, p.pgid, d.pid_started, p.leader_started"
+            " FROM deploys d LEFT JOIN deploy_processes p ON p.deploy_id = d.id"
             " WHERE d.env = ? AND d.status = ? ORDER BY d.started_at, d.id", (env, RUNNING)).fetchall()
         now = self._clock()
-        for deploy_id, host, pid, started, group_host, pgid in rows:
+        for deploy_id, host, pid, started, group_host, pgid, pid_started, leader_started in rows:
             if host == self._host:
-                if type(pid) is int and 0 < pid < 2**31 and alive(pid):
+                # A number reused by another program (another start time) is not the deploy's.
+                if type(pid) is int and 0 < pid < 2**31 and alive(pid, started=_float(pid_started)):
                     return int(deploy_id)
-                if group_host == self._host and type(pgid) is int and alive(pgid, group=True):
+                if (group_host == self._host and type(pgid) is int
+                        and alive(pgid, group=True, started=_float(leader_started))):
                     return int(deploy_id)  # its andon died, its command runs on: an orphan to stop
             elif not _stale(started, now, stale_after):
                 return int(deploy_id)
@@ -433,8 +449,8 @@ class LineMixin(DeploysMixin):
     def record_process(self, deploy_id: int, pgid: int) -> None:
         """Keep the process group running ``deploy_id``'s action (no event: not news)."""
         with self.immediate() as conn:
-            conn.execute("INSERT OR REPLACE INTO deploy_processes (deploy_id, host, pgid, recorded_at)"
-                         " VALUES (?, ?, ?, ?)", (deploy_id, self._host, pgid, self.now()))
+            conn.execute("INSERT OR REPLACE INTO deploy_processes (deploy_id, host, pgid, recorded_at, leader_started)"
+                         " VALUES (?, ?, ?, ?, ?)", (deploy_id, self._host, pgid, self.now(), started_at(pgid)))
 
     @guard
     def process_group(self, deploy_id: int) -> int | None:
@@ -459,17 +475,18 @@ class LineMixin(DeploysMixin):
     @guard
     def orphans(self, env: str | None = None) -> list[Orphan]:
         """Running deploys (of ``env``) whose andon process on this host is dead."""
-        sql = ("SELECT d.id, d.env, d.pid, d.trigger, p.pgid FROM deploys d LEFT JOIN deploy_processes p"
-               " ON p.deploy_id = d.id AND p.host = d.host WHERE d.status = ? AND d.host = ?")
+        sql = ("SELECT d.id, d.env, d.pid, d.trigger, p.pgid, d.pid_started, p.leader_started FROM deploys d"
+               " LEFT JOIN deploy_processes p ON p.deploy_id = d.id AND p.host = d.host"
+               " WHERE d.status = ? AND d.host = ?")
         params: list[Any] = [RUNNING, self._host]
         if env is not None:
             sql += " AND d.env = ?"
             params.append(env)
         with self._lock:
             rows = self._conn.execute(sql, params).fetchall()
-        return [Orphan(int(id_), cell_text(env_), pid, _int(pgid), cell_text(trigger))
-                for id_, env_, pid, trigger, pgid in rows
-                if type(pid) is int and 0 < pid < 2**31 and not alive(pid)]
+        return [Orphan(int(id_), cell_text(env_), pid, _int(pgid), cell_text(trigger), _float(leader_started))
+                for id_, env_, pid, trigger, pgid, pid_started, leader_started in rows
+                if type(pid) is int and 0 < pid < 2**31 and not alive(pid, started=_float(pid_started))]
 
     def _finish_rollback(self, conn: sqlite3.Connection, deploy_id: int, env: str, status: str, now: str) -> None:
         row = conn.execute("SELECT id, who FROM rollbacks WHERE deploy_id = ? AND status = ?",
@@ -498,9 +515,10 @@ class LineMixin(DeploysMixin):
         None when it had already finished (another andon noticed first, or it was not dead after all)."""
         now = self.now()
         with self.immediate() as conn:
-            row = conn.execute("SELECT host, pid FROM deploys WHERE id = ? AND status = ?",
+            row = conn.execute("SELECT host, pid, pid_started FROM deploys WHERE id = ? AND status = ?",
                                (deploy_id, RUNNING)).fetchone()
-            if row is None or row[0] != self._host or type(row[1]) is not int or alive(row[1]):
+            if (row is None or row[0] != self._host or type(row[1]) is not int
+                    or alive(row[1], started=_float(row[2]))):
                 return None
             # What it streamed before it died is the start of its output (then dropped with the row's end).
             self._end(conn, deploy_id, INTERRUPTED, None, streamed_so_far(conn, deploy_id) + note, now)
@@ -584,17 +602,18 @@ class LineMixin(DeploysMixin):
     def claim_rollback(self, rollback_id: int, pid: int) -> Rollback | None:
         """The runner ``pid`` takes rollback ``rollback_id`` while it is pending; None when it is not."""
         with self.immediate() as conn:
-            updated = conn.execute("UPDATE rollbacks SET runner_host = ?, runner_pid = ? WHERE id = ? AND status = ?",
-                                   (self._host, pid, rollback_id, PENDING)).rowcount
+            updated = conn.execute("UPDATE rollbacks SET runner_host = ?, runner_pid = ?, runner_started = ?"
+                                   " WHERE id = ? AND status = ?",
+                                   (self._host, pid, started_at(pid), rollback_id, PENDING)).rowcount
         return self.rollback(rollback_id) if updated else None
 
     @guard
     def begin_rollback(self, rollback_id: int, pid: int) -> Rollback | None:
         """Pending -> running (from now on it cannot be cancelled); None when it is no longer pending."""
         with self.immediate() as conn:
-            updated = conn.execute("UPDATE rollbacks SET status = ?, runner_host = ?, runner_pid = ?"
+            updated = conn.execute("UPDATE rollbacks SET status = ?, runner_host = ?, runner_pid = ?, runner_started = ?"
                                    " WHERE id = ? AND status = ?",
-                                   (RUNNING, self._host, pid, rollback_id, PENDING)).rowcount
+                                   (RUNNING, self._host, pid, started_at(pid), rollback_id, PENDING)).rowcount
         return self.rollback(rollback_id) if updated else None
 
     @guard
@@ -648,4 +667,9 @@ class LineMixin(DeploysMixin):
             rows = self._conn.execute(sql, params).fetchall()
         found = [_rollback(row) for row in rows]
         return [item for item in found if item.runner_pid is not None and 0 < item.runner_pid < 2**31
-                and not alive(item.runner_pid)]
+                and not alive(item.runner_pid, started=self._runner_started(item.id))]
+
+    def _runner_started(self, rollback_id: int) -> float | None:
+        with self._lock:
+            row = self._conn.execute("SELECT runner_started FROM rollbacks WHERE id = ?", (rollback_id,)).fetchone()
+        return _float(row[0]) if row is not None else None
