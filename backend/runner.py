@@ -315,7 +315,10 @@ class Runner:
         if url is None or url.scheme not in ("http", "https") or not url.host:
             raise RunError(f"environment variable {action.url_env} does not hold an http:// or https:// URL", 1)
         # Shown without user, password or query: a token may hide there.
-        shown = f"{action.method} {url.scheme}://{url.host}{f':{url.port}' if url.port else ''}{url.path}"
+        # Never the path (nor the query): a deploy hook's secret often is its path (Netlify,
+        # Vercel build hooks). The host and the variable's name say which request it was.
+        shown = (f"{action.method} {url.scheme}://{url.host}{f':{url.port}' if url.port else ''}"
+                 f"{'/…' if url.path not in ('', '/') else '/'} (${action.url_env})")
         headers: dict[str, str] = {}
         for name, variable in action.headers:
             value = environ.get(variable, "")

@@ -667,7 +667,7 @@ def test_an_http_deploy_action_succeeds_on_2xx_with_variables_and_placeholders_s
                                                          "production-list": [f"at {head}", 3, True]}}
     recorded = hworld.log.get(outcome.deploy.id)
     port = receiver.server.server_address[1]
-    assert recorded.output == (f"[andon: POST http://127.0.0.1:{port}/api/deploy]\n[andon: HTTP 201 Created]\n"
+    assert recorded.output == (f"[andon: POST http://127.0.0.1:{port}/… ($CI_URL)]\n[andon: HTTP 201 Created]\n"
                                '{"id": 42, "state": "queued"}\n')
     assert "s3cret" not in recorded.output and "abc" not in recorded.output  # no secrets in the log
     assert "".join(seen) == recorded.output
@@ -711,7 +711,7 @@ def test_an_unreachable_url_is_a_one_line_failure_recorded_failed(
     monkeypatch.setenv("CI_URL", f"http://127.0.0.1:{port}/deploy")
     with pytest.raises(RunError) as caught:
         deploy(hworld, "production", "HEAD", runner=Runner())
-    assert one_line(caught.value) == f"POST http://127.0.0.1:{port}/deploy: cannot connect to 127.0.0.1: connection refused"
+    assert one_line(caught.value) == f"POST http://127.0.0.1:{port}/… ($CI_URL): cannot connect to 127.0.0.1: connection refused"
     assert hworld.log.deploys()[0].status == FAILED
     monkeypatch.setenv("CI_URL", "ftp://example.com/x")
     with pytest.raises(RunError, match="does not hold an http:// or https:// URL"):
