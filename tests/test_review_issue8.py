@@ -275,3 +275,22 @@ async def _stop_production_seen_from(repo: Repo, tmp_path: Path, *, shown: str) 
         done = andon("--db", str(db), "stop", "--env", "production", "--reason", "checkout is down", cwd=repo.path)
         assert done.returncode == 0, done.stderr
         assert await wait_for(pilot, told, 2.0), "the dashboard was not told that production's line stopped"
+
+
+def test_a_forced_deploy_never_starts_beside_a_running_rollback(tmp_path: Path) -> None:
+    """Between begin_rollback and start_rollback_deploy the rollback has no deploy row: a forced
+    deploy must still not start (found as a suspicion in review)."""
+    from backend.store.line import RollbackUnderWay
+
+    log = DeployLog.open(tmp_path / "deploys.db")
+    try:
+        for sha in ("a" * 40, "b" * 40):
+            log.record("production", sha, SUCCEEDED, who="ci")
+        rollback, _ = log.request_rollback("production", who="alice", reason="bad", grace=0)
+        assert log.begin_rollback(rollback.id, os.getpid()) is not None  # taken, no deploy row yet
+        with pytest.raises(RollbackUnderWay) as caught:
+            log.try_start("production", "c" * 40, who="bob", trigger="manual", force=True, stale_after=60)
+        assert "is running" in str(caught.value) and "\n" not in str(caught.value)
+        assert [d.sha[0] for d in log.deploys("production")] == ["b", "a"]
+    finally:
+        log.close()

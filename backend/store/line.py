@@ -432,6 +432,12 @@ class LineMixin(DeploysMixin):
             state = self._line(conn, env)
             if state.stopped and not force:
                 raise LineStopped(state)
+            active = self._active(conn, env)
+            if active is not None and active.status == RUNNING:
+                # Between taking its rollback and starting its deploy row a runner has no row that
+                # blocks: without this a forced deploy could run beside the rollback.
+                raise RollbackUnderWay(active, f"a rollback of {env} is running: {active.describe()}; nothing was "
+                                               "deployed (deploy once it has ended)")
             blocker = self._blocker(conn, env, stale_after)
             if blocker is not None:
                 return Turn(None, self.get(blocker))
