@@ -294,3 +294,30 @@ def test_a_forced_deploy_never_starts_beside_a_running_rollback(tmp_path: Path) 
         assert [d.sha[0] for d in log.deploys("production")] == ["b", "a"]
     finally:
         log.close()
+
+
+def test_a_late_caller_never_rolls_back_a_stop_a_second_time(tmp_path: Path) -> None:
+    """Twelve racing `andon rollback` whose last starts after the first rollback has finished
+    (grace 0, a fast action) must not roll back again, further back (found by the benchmark)."""
+    from backend.store.line import RollbackUnderWay
+
+    log = DeployLog.open(tmp_path / "deploys.db")
+    try:
+        for sha in ("a" * 40, "b" * 40, "c" * 40):
+            log.record("production", sha, SUCCEEDED, who="ci")
+        first, _ = log.request_rollback("production", who="alice", reason="bad", grace=0)
+        assert log.begin_rollback(first.id, os.getpid()) is not None
+        row = log.start_rollback_deploy(first.id)
+        log.finish_action(row.id, SUCCEEDED, exit_code=0, output="")
+        with pytest.raises(RollbackUnderWay) as caught:
+            log.request_rollback("production", who="bob", reason="bad", grace=0)
+        assert "already rolled back" in str(caught.value) and "\n" not in str(caught.value)
+        assert [r.id for r in log.rollbacks("production")] == [first.id]
+        # Further back is a person's explicit choice.
+        from backend.store.line import Target
+
+        second, _ = log.request_rollback("production", who="carol", reason="further", grace=0,
+                                         to=Target("a" * 40, None))
+        assert second.target_sha == "a" * 40
+    finally:
+        log.close()

@@ -46,6 +46,7 @@ class ChatFeed:
         self.screen = screen
         self.world = screen.world
         self.dead_seen: set[int] | None = None  # outbox ids known dead (None: not looked yet)
+        self._again = False  # a delivery was asked for while one ran
         self.report: Report | None = None
 
     @property
@@ -68,7 +69,9 @@ class ChatFeed:
         screen = self.screen
         running = [w for w in screen.workers if w.group == "chat" and w.is_running]
         if running:
+            self._again = True  # news written after that look began: look once more when it ends
             return
+        self._again = False
         screen.run_worker(self._deliver, thread=True, group="chat", exit_on_error=False)
 
     def _deliver(self) -> None:
@@ -83,6 +86,8 @@ class ChatFeed:
 
     def delivered(self, message: ChatDelivered) -> None:
         screen = self.screen
+        if self._again:
+            screen.call_later(self.deliver)
         if message.report is None:
             screen.log.warning(f"chat: {message.error}")
             return

@@ -559,6 +559,19 @@ class LineMixin(DeploysMixin):
             active = self._active(conn, env)
             if active is not None:
                 raise RollbackUnderWay(active)
+            line = self._line(conn, env)
+            if to is None and line.stopped:
+                # A stop is rolled back once: a caller that comes after the rollback of this stop
+                # succeeded (twelve racing callers whose last starts after the first has finished)
+                # must not roll back again, further back. Going further is a person's explicit --to.
+                done = conn.execute(
+                    f"SELECT {_ROLLBACK_COLUMNS} FROM rollbacks WHERE env = ? AND status = ? AND requested_at >= ?"
+                    " ORDER BY id DESC LIMIT 1", (env, SUCCEEDED, line.since)).fetchone()
+                if done is not None:
+                    finished = _rollback(done)
+                    raise RollbackUnderWay(finished, f"{env} was already rolled back since its line stopped: "
+                                                     f"{finished.describe()} (rollback #{finished.id}, succeeded); the "
+                                                     "line stays stopped (roll back further with --to DEPLOY-ID|SHA)")
             newest = self._newest(conn, env)
             reverts = newest[0] if newest is not None else None
             if to is None:
