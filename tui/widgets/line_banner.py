@@ -9,8 +9,8 @@ says which, and how to show them. Everything that came from the log (names,
 reasons, output) is plain ``Content``, never markup.
 
 The screen hands it a :class:`~tui.loading.LineView` whenever a worker has read the line
-(:meth:`LineBanner.show`); while a rollback counts down or runs, a timer redraws the
-clock once a second. A dashboard opened with ``--read-only`` shows no keys.
+(:meth:`LineBanner.show`); while it is shown a timer redraws it once a second (the
+countdown, and how long ago the line stopped). A dashboard opened with ``--read-only`` shows no keys.
 """
 
 from __future__ import annotations
@@ -143,8 +143,7 @@ class LineBanner(Static):
         self._draw()
 
     def _tick(self) -> None:
-        rollback = self.view.rollback if self.view else None
-        if self.shown and rollback is not None and rollback.status in (PENDING, RUNNING):
+        if self.shown:  # the countdown, and how long ago the line stopped
             self._draw()
 
     def _draw(self) -> None:
