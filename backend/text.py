@@ -28,7 +28,9 @@ _ESCAPE = r"""
 _FORMAT = "\u061c\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff"
 
 _CONTROLS = r"\x00-\x08\x0b-\x1f\x7f-\x9f"  # C0 and C1 except tab and newline
-_CONTROLS_ONE_LINE = r"\x00-\x1f\x7f-\x9f"
+# On one line the line and paragraph separators (U+2028, U+2029) are line breaks too: some
+# chat clients and editors break there, so a reason could fake a second line.
+_CONTROLS_ONE_LINE = r"\x00-\x1f\x7f-\x9f\u2028\u2029"
 # Escapes are tried before single characters, so ESC and 8-bit CSI take their parameters along.
 _CLEAN = re.compile(_ESCAPE + f"| [{_CONTROLS}{_FORMAT}]", re.VERBOSE)
 # Group 1 is a control character, which becomes a space; the rest of a match is removed.
@@ -46,7 +48,7 @@ _BYTES_NEED_CLEANING = re.compile(
     (?: (?<=[\x01-\x1f\x7f])          # a C0 control but NUL, or DEL
       | (?<=\xc2) [\x80-\x9f]         # a C1 control
       | (?<=\xd8) \x9c                # U+061C
-      | (?<=\xe2) \x80 [\x8b-\x8f\xaa-\xae]  # U+200B-U+200F, U+202A-U+202E
+      | (?<=\xe2) \x80 [\x8b-\x8f\xa8-\xae]  # U+200B-U+200F, U+2028-U+202E
       | (?<=\xe2) \x81 [\xa0-\xa4\xa6-\xa9]  # U+2060-U+2064, U+2066-U+2069
       | (?<=\xef) \xbb \xbf           # U+FEFF
     )

@@ -204,3 +204,8 @@ def test_decode_never_raises_on_invalid_utf8() -> None:
 def test_short_gives_seven_characters_and_handles_none() -> None:
     assert short("0123456789abcdef") == "0123456"
     assert short(None) == ""
+
+
+def test_line_and_paragraph_separators_do_not_break_a_line() -> None:
+    """U+2028/U+2029 are line breaks to some chat clients and editors: a reason must not fake a second line."""
+    assert clean_line("api down\u2028@everyone deploy now\u2029ok") == "api down @everyone deploy now ok"
