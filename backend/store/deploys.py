@@ -250,7 +250,8 @@ class DeploysMixin(LogCore):
 
     def _pid_started(self, deploy_id: object) -> float | None:
         """When the process that runs ``deploy_id`` started (None: not recorded, an older row)."""
-        row = self._conn.execute("SELECT pid_started FROM deploys WHERE id = ?", (deploy_id,)).fetchone()
+        with self._lock:  # the connection is shared between threads: one statement at a time
+            row = self._conn.execute("SELECT pid_started FROM deploys WHERE id = ?", (deploy_id,)).fetchone()
         return row[0] if row is not None and isinstance(row[0], (int, float)) else None
 
     def _deploy(self, row: tuple[Any, ...]) -> Deploy:
