@@ -299,25 +299,9 @@ def _parse_check(raw: Any, key: str, taken: dict[str, int], index: int,
             # A probe slower than the timeout is down, so such a check could never be degraded.
             raise fail(f"{key}.degraded_ms", f"must be less than the timeout ({_seconds(timeout * 1000)} ms), "
                                              f"not {_describe(degraded_ms)}")
-    raw_headers = raw.get("headers", {})
-    if not isinstance(raw_headers, dict):
-        raise fail(f"{key}.headers", 'must be a table of header names and environment variable names, '
-                                     'like { Authorization = "HEALTH_TOKEN" }')
-    headers: list[tuple[str, str]] = []
-    seen: set[str] = set()
-    for header, variable in raw_headers.items():
-        if not HEADER_NAME.match(header):
-            raise fail(f"{key}.headers", f"has a header name that is not allowed: {_describe(header)}")
-        if header.lower() in seen:
-            raise fail(f"{key}.headers", f"names the header {header!r} twice")
-        seen.add(header.lower())
-        if not isinstance(variable, str) or not ENV_VAR_NAME.match(variable):
-            # Never echo the value: it may be the secret itself, pasted by mistake.
-            raise fail(f"{key}.headers", f"{header} must be the NAME of an environment variable that holds "
-                                         "the value (letters, digits, '_'), not the value itself")
-        headers.append((header, variable))
+    headers = _variable_headers(raw.get("headers", {}), f"{key}.headers", fail, example="HEALTH_TOKEN")
     return HealthCheck(name, url, float(interval), float(timeout), version, expect,
-                       None if degraded_ms is None else float(degraded_ms), tuple(headers))
+                       None if degraded_ms is None else float(degraded_ms), headers)
 
 
 def parse(data: dict[str, Any], path: Path, text: str, prefix: str = "") -> Config:
@@ -397,10 +381,13 @@ def _variable(value: Any, key: str, what: str, fail: Callable[[str, str], Config
     return value
 
 
-def _variable_headers(raw: Any, key: str, fail: Callable[[str, str], ConfigError]) -> tuple[tuple[str, str], ...]:
+def _variable_headers(raw: Any, key: str, fail: Callable[[str, str], ConfigError], *,
+                      example: str = "CI_TOKEN") -> tuple[tuple[str, str], ...]:
+    """Request headers as (name, NAME of the environment variable holding the value): a health
+    check's and an HTTP action's alike."""
     if not isinstance(raw, dict):
         raise fail(key, 'must be a table of header names and environment variable names, '
-                        'like { Authorization = "CI_TOKEN" }')
+                        f'like {{ Authorization = "{example}" }}')
     headers: list[tuple[str, str]] = []
     seen: set[str] = set()
     for header, variable in raw.items():
