@@ -151,7 +151,7 @@ def _url(text: str) -> httpx.URL:
 
 
 @cache
-def _tls_context() -> ssl.SSLContext:
+def tls_context() -> ssl.SSLContext:
     """The verifying TLS context, built once: loading the CA bundle is the costly part of a client."""
     import httpx
 
@@ -175,7 +175,7 @@ def _httpx_client(concurrency: int) -> httpx.AsyncClient:
     # Each probe sets its own timeouts; these bound anything that does not.
     timeout = httpx.Timeout(connect=2.0, read=2.0, write=2.0, pool=2.0)
     return httpx.AsyncClient(
-        verify=_tls_context(),
+        verify=tls_context(),
         timeout=timeout,
         follow_redirects=True,
         max_redirects=MAX_REDIRECTS,
@@ -256,7 +256,7 @@ async def _get_direct(url: httpx.URL, headers: dict[str, str]) -> AsyncIterator[
             if url.userinfo and "authorization" not in {name.lower() for name in headers}:
                 send.append((b"Authorization", b"Basic " + base64.b64encode(
                     f"{url.username}:{url.password}".encode())))
-        tls = _tls_context() if url.scheme == "https" else None
+        tls = tls_context() if url.scheme == "https" else None
         response = await http1.get(url.raw_host.decode("ascii"), _origin(url)[2] or 80, url.raw_path, send,
                                    tls=tls)
         location = response.headers.get("location") if response.status_code in _REDIRECTS else None
@@ -398,8 +398,9 @@ def _causes(error: BaseException) -> Iterator[BaseException]:
                 todo.append(linked)
 
 
-def _describe(error: Exception, check: HealthCheck) -> str:
-    """One short line for why a request got no (complete) response."""
+def describe_failure(error: Exception, host: str = "") -> str:
+    """One short line for why a request got no (complete) response; ``host`` names the server
+    when the error does not (the prober's wording, also the chat notifiers')."""
     import socket
     import ssl
 
@@ -414,10 +415,9 @@ def _describe(error: Exception, check: HealthCheck) -> str:
     if isinstance(error, (httpx.UnsupportedProtocol, httpx.InvalidURL)):
         return "redirected to a URL that is not http or https"
     try:
-        host = error.request.url.host if isinstance(error, httpx.RequestError) else ""
+        host = (error.request.url.host if isinstance(error, httpx.RequestError) else "") or host
     except RuntimeError:  # no request attached
-        host = ""
-    host = host or (httpx.URL(check.url).host if check.url else "")
+        pass
     for cause in _causes(error):
         if isinstance(cause, socket.gaierror):
             return f"DNS lookup failed for host {host}"
@@ -480,7 +480,7 @@ async def probe(prober: Prober, env: str, check: HealthCheck, *, now: datetime,
     except _ProbeError as error:
         return down(str(error))
     except (httpx.HTTPError, http1.ConnectFailed, http1.ExchangeFailed, http1.BadResponse) as error:
-        return down(_describe(error, check))
+        return down(describe_failure(error, url.host))
     except OSError as error:  # not wrapped: say what it is, never crash the round
         return down(clean_line(error.strerror or type(error).__name__).lower())
     except Exception as error:  # one bad check must not end the round

@@ -58,7 +58,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from backend import ANDON_VERSION, AndonError
-from backend.config import HealthCheck, Notifier
+from backend.config import Notifier
 from backend.models import FAILED, INTERRUPTED, SUCCEEDED, UNHEALTHY, Deploy, from_iso
 from backend.store import StoreError, holder_id
 from backend.store.deploys import _TIME
@@ -187,13 +187,13 @@ async def _deliver_all(log: DeployLog, receivers: Sequence[Notifier], environ: M
                        delivered: list[OutboxItem]) -> None:
     import httpx
 
-    from backend.health import _tls_context
+    from backend.health import tls_context
 
     holder = holder_id()
     timeout = httpx.Timeout(policy.timeout, connect=min(policy.timeout, 5.0))
     # The prober's verifying TLS context, built once per process: a client building its own
     # cost 40 ms of every delivery (10 ms with it).
-    async with httpx.AsyncClient(timeout=timeout, follow_redirects=False, verify=_tls_context(),
+    async with httpx.AsyncClient(timeout=timeout, follow_redirects=False, verify=tls_context(),
                                  headers={"User-Agent": f"andon/{ANDON_VERSION}"}) as client:
         outcomes = await asyncio.gather(
             *(_deliver_to(log, client, receiver, holder, environ, clock, limit, policy, busy, delivered)
@@ -343,10 +343,10 @@ async def _excerpt(response: httpx.Response) -> str:
 
 def _describe(error: Exception) -> str:
     """Why a request got no answer, in a few words (the prober's wording: ``connection refused``)."""
-    from backend.health import _describe as describe
+    from backend.health import describe_failure
 
     # The URL holds the receiver's secret token: the words name at most its host.
-    return describe(error, HealthCheck("notify", ""))
+    return describe_failure(error)
 
 
 def webhook_url(receiver: Notifier, environ: Mapping[str, str]) -> tuple[str, str]:

@@ -197,10 +197,10 @@ class HealthFeed:
         def make() -> HealthWatcher:
             # In the probing thread: httpx, the prober and its TLS context (the CA bundle:
             # ~60 ms) are made ready there, never on the screen's loop.
-            from backend.health import _tls_context
+            from backend.health import tls_context
             from backend.watcher import HealthWatcher
 
-            _tls_context()
+            tls_context()
             # The dashboard's own connection, not a second one: one connection a process
             # is enough, and what this watcher records is read back after each round.
             return HealthWatcher(world, log=world.log)
