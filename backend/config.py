@@ -24,6 +24,9 @@ DEFAULT_VERIFY_FAILURES = 3
 DEFAULT_ROLLBACK_GRACE = 5.0  # seconds to cancel a rollback before its action starts
 NOTIFY_KINDS = ("slack", "mattermost", "discord", "teams", "webhook")
 HTTP_METHODS = ("POST", "PUT", "PATCH")
+# Kinds of migration (``Migration-Kind:``); database is the default. Only database moves data
+# unless a kind's table says ``moves_data = true`` (see MigrationRules).
+MIGRATION_KINDS = ("database", "config", "infrastructure", "third-party")
 # \Z, not $: "$" also matches before a trailing newline, letting "prod\n" through.
 ENV_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}\Z")
 
@@ -99,19 +102,49 @@ class Notifier(NamedTuple):
         return env is None or self.environments is None or env in self.environments
 
 
+class MigrationRules(NamedTuple):
+    """How long a migration may sit in a phase before andon nags (``[migrations]``, per kind overrides)."""
+
+    cleanup_due_days: float = 14.0  # cleanup_due -> overdue after this many days (critical after twice)
+    soak_hours: float = 24.0  # a kind with no data to move: expand live this long -> cleanup_due
+    stall_minutes: float = 30.0  # a running migration with no heartbeat for this long is stalled
+    moves_data: bool = True  # whether the migrate step moves data (must be finished) or only soaks
+
+
+class MigrationSettings(NamedTuple):
+    """``[migrations]``: the defaults and each kind's overrides (merged over them)."""
+
+    defaults: MigrationRules = MigrationRules()
+    kinds: Mapping[str, MigrationRules] = MappingProxyType({})
+
+    def rules(self, kind: str | None) -> MigrationRules:
+        """The rules for a kind (None, or a kind no table names: database's defaults for database,
+        the defaults without data to move for the others)."""
+        kind = kind or "database"
+        found = self.kinds.get(kind)
+        if found is not None:
+            return found
+        return self.defaults._replace(moves_data=kind not in _NO_DATA_KINDS)
+
+
+_NO_DATA_KINDS = frozenset(MIGRATION_KINDS) - {"database"}
+
+
 class Config(NamedTuple):
     branch: str | None = None
     db: str | None = None
     environments: Mapping[str, Environment] = MappingProxyType({})  # read-only: a default is shared
     source: Path | None = None
     notifiers: tuple[Notifier, ...] = ()
+    migrations: MigrationSettings = MigrationSettings()
 
     def environment(self, name: str) -> Environment:
         """The named environment; one that is not configured gets the defaults."""
         return self.environments.get(name) or Environment(name)
 
 
-_TOP_KEYS = {"branch", "db", "environments", "notify"}
+_TOP_KEYS = {"branch", "db", "environments", "migrations", "notify"}
+_MIGRATION_KEYS = ("cleanup_due_days", "soak_hours", "stall_minutes")  # [migrations] and each kind's table
 _ENV_KEYS = {"auto_rollback", "auto_stop", "deploy", "health", "rollback", "rollback_grace_seconds", "timeout",
              "verify_failures", "verify_seconds"}
 _HTTP_ACTION_KEYS = {"body", "headers", "method", "url_env"}
@@ -370,7 +403,9 @@ def parse(data: dict[str, Any], path: Path, text: str, prefix: str = "") -> Conf
             switches["auto_stop"], switches["auto_rollback"],
         )
     notifiers = _parse_notifiers(data.get("notify", []), environments, fail)
-    return Config(branch=branch, db=db, environments=environments, source=path, notifiers=notifiers)
+    migrations = _parse_migrations(data.get("migrations", {}), fail)
+    return Config(branch=branch, db=db, environments=environments, source=path, notifiers=notifiers,
+                  migrations=migrations)
 
 
 def _variable(value: Any, key: str, what: str, fail: Callable[[str, str], ConfigError]) -> str:
@@ -472,6 +507,46 @@ def _parse_notifiers(raw: Any, environments: Mapping[str, Environment],
         taken[notifier.key] = index
         found.append(notifier)
     return tuple(found)
+
+
+def _parse_migrations(raw: Any, fail: Callable[[str, str], ConfigError]) -> MigrationSettings:
+    """``[migrations]`` with its ``[migrations.kinds.KIND]`` tables (same keys, plus ``moves_data``)."""
+    if not isinstance(raw, dict):
+        raise fail("migrations", f"must be a table ([migrations]), not {_describe(raw)}")
+
+    def rules(table: dict[str, Any], key: str, base: MigrationRules, allowed: tuple[str, ...]) -> MigrationRules:
+        for sub in table:
+            if sub not in allowed:
+                raise fail(f"{key}.{sub}", f"is not a known key (known: {', '.join(sorted(allowed))})")
+        values: dict[str, Any] = {}
+        for name in _MIGRATION_KEYS:
+            if name in table:
+                value = table[name]
+                if not _is_number(value) or value <= 0:
+                    unit = name.rsplit("_", 1)[1]
+                    raise fail(f"{key}.{name}", f"must be a positive number of {unit}, not {_describe(value)}")
+                values[name] = float(value)
+        if "moves_data" in table:
+            if not isinstance(table["moves_data"], bool):
+                raise fail(f"{key}.moves_data", f"must be true or false, not {_describe(table['moves_data'])}")
+            values["moves_data"] = table["moves_data"]
+        return base._replace(**values)
+
+    defaults = rules({k: v for k, v in raw.items() if k != "kinds"}, "migrations", MigrationRules(),
+                     (*_MIGRATION_KEYS, "kinds"))
+    raw_kinds = raw.get("kinds", {})
+    if not isinstance(raw_kinds, dict):
+        raise fail("migrations.kinds", f"must be a table of kinds ([migrations.kinds.KIND]), not {_describe(raw_kinds)}")
+    kinds: dict[str, MigrationRules] = {}
+    for kind, table in raw_kinds.items():
+        key = f"migrations.kinds.{kind}"
+        if kind not in MIGRATION_KINDS:
+            raise fail(key, f"is not a kind of migration (kinds: {', '.join(MIGRATION_KINDS)})")
+        if not isinstance(table, dict):
+            raise fail(key, f"must be a table of overrides, not {_describe(table)}")
+        base = defaults._replace(moves_data=kind not in _NO_DATA_KINDS)
+        kinds[kind] = rules(table, key, base, (*_MIGRATION_KEYS, "moves_data"))
+    return MigrationSettings(defaults, MappingProxyType(kinds))
 
 
 def load_file(path: Path) -> Config:

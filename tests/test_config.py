@@ -135,7 +135,7 @@ def test_missing_explicit_file_is_one_line(tmp_path: Path) -> None:
 
 def test_unknown_top_level_key_names_file_line_and_known_keys(tmp_path: Path) -> None:
     path = write(tmp_path, 'branch = "main"\ncolour = "red"\n')
-    assert config_error(path) == "andon.toml:2: colour is not a known key (known: branch, db, environments, notify)"
+    assert config_error(path) == "andon.toml:2: colour is not a known key (known: branch, db, environments, migrations, notify)"
 
 
 def test_unknown_key_inside_an_environment_names_the_full_key(tmp_path: Path) -> None:
@@ -235,7 +235,7 @@ def test_pyproject_errors_say_tool_andon_key(tmp_path: Path) -> None:
                  "pyproject.toml")
     # The line is the one under [tool.andon], not the same key in another tool's table.
     assert config_error(path) == (
-        "pyproject.toml:6: tool.andon.colour is not a known key (known: branch, db, environments, notify)"
+        "pyproject.toml:6: tool.andon.colour is not a known key (known: branch, db, environments, migrations, notify)"
     )
 
 
@@ -593,3 +593,35 @@ def test_no_receivers_by_default(tmp_path: Path) -> None:
 def test_receiver_errors(tmp_path: Path, text: str, error: str) -> None:
     message = config_error(write(tmp_path, text + "\n"))
     assert error in message and "s3cret" not in message, message
+
+
+def test_migrations_defaults_and_kind_overrides(tmp_path: Path) -> None:
+    path = tmp_path / "andon.toml"
+    path.write_text("[migrations]\ncleanup_due_days = 10\nstall_minutes = 5\n"
+                    "[migrations.kinds.config]\ncleanup_due_days = 3\n"
+                    "[migrations.kinds.third-party]\nmoves_data = true\n")
+    settings = load_file(path).migrations
+    assert settings.rules(None) == settings.rules("database")
+    assert settings.rules("database").cleanup_due_days == 10.0 and settings.rules("database").moves_data
+    config = settings.rules("config")
+    assert (config.cleanup_due_days, config.stall_minutes, config.soak_hours, config.moves_data) == (3.0, 5.0, 24.0, False)
+    assert settings.rules("infrastructure").cleanup_due_days == 10.0 and not settings.rules("infrastructure").moves_data
+    assert settings.rules("third-party").moves_data
+    assert load_file(write(tmp_path, "")).migrations.rules("database").cleanup_due_days == 14.0
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("migrations = 3\n", "andon.toml:1: migrations must be a table ([migrations]), not 3"),
+    ("[migrations]\nsoak_hours = 'a day'\n", "andon.toml:2: migrations.soak_hours must be a positive number of hours"),
+    ("[migrations]\ncleanup_due_days = 0\n", "migrations.cleanup_due_days must be a positive number of days, not 0"),
+    ("[migrations]\nstall_minutes = nan\n", "migrations.stall_minutes must be a positive number of minutes"),
+    ("[migrations]\ndue = 3\n", "andon.toml:2: migrations.due is not a known key (known: cleanup_due_days, kinds"),
+    ("[migrations.kinds.schema]\ncleanup_due_days = 3\n", "migrations.kinds.schema is not a kind of migration"),
+    ("[migrations.kinds.config]\nmoves_data = 'no'\n", "migrations.kinds.config.moves_data must be true or false"),
+    ("[migrations.kinds.config]\nkinds = 1\n", "migrations.kinds.config.kinds is not a known key"),
+    ("[migrations]\nkinds = 1\n", "migrations.kinds must be a table of kinds"),
+])
+def test_migrations_mistakes_are_one_line(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_file(write(tmp_path, text))
+    assert message in str(caught.value) and "\n" not in str(caught.value)
