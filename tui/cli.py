@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import argparse
 import codecs
-import contextlib
 import gc
+import importlib
 import json
 import os
 import shutil
@@ -89,29 +89,14 @@ def build_parser() -> Parser:
                         help="wait this long for another deploy of the environment to end (default 300; then exit 6)")
     deploy.add_argument("cmd", nargs=argparse.REMAINDER, help="-- COMMAND... to run instead of the configured action")
 
-    stop = command("stop", "stop the line of an environment: andon deploy refuses until it is resumed")
-    stop.add_argument("--env", required=True, help="the environment")
-    stop.add_argument("--reason", required=True, help="why (kept in the log, shown to everyone)")
+    def internal(name: str, description: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, description=description)  # no help line: not for people
+        _common(sub, argparse.SUPPRESS)
+        return sub
 
-    resume = command("resume", "resume the line of an environment")
-    resume.add_argument("--env", required=True, help="the environment")
-    resume.add_argument("--reason", default="", help="why (kept in the log)")
+    from tui import cli_line
 
-    rollback = command("rollback", "stop the line and roll back to the last good deploy (after a grace anyone may "
-                                   "cancel in)")
-    rollback.add_argument("--env", required=True, help="the environment")
-    rollback.add_argument("--to", metavar="DEPLOY-ID|SHA",
-                          help="roll back to this deploy (12 or #12) or revision (default: the last good deploy)")
-    rollback.add_argument("--reason", default="", help="why (kept in the log, shown to everyone)")
-    rollback.add_argument("--cancel", action="store_true", help="cancel the pending rollback instead (the line stays "
-                                                                 "stopped)")
-
-    # The detached process that runs a requested rollback (started by andon rollback and the
-    # dashboard, not by people): no help line.
-    runner = commands.add_parser("run-rollback", description="run a requested rollback (internal)")
-    _common(runner, argparse.SUPPRESS)
-    runner.add_argument("--id", type=_positive, required=True)
-    runner.add_argument("--detach", action="store_true")
+    cli_line.add_parsers(command, internal)
 
     record = command("record", "record a deploy that something else ran")
     record.add_argument("--env", required=True)
@@ -304,110 +289,6 @@ def _known_environment(world: World, env: str) -> None:
         return
     known = ", ".join(world.environments()) or "none"
     raise AndonError(f"unknown environment {env!r} (known: {known})")
-
-
-def cmd_stop(args: argparse.Namespace) -> int:
-    check_environment_name(args.env)
-    reason = clean_line(args.reason).strip()
-    if not reason:
-        raise UsageError("--reason must say why the line stops")
-    world = _world(args)
-    try:
-        _known_environment(world, args.env)
-        won, state = world.log.stop_line(args.env, who=world.who(), reason=reason)
-    finally:
-        world.close()
-    if won:
-        _out(f"stopped the line of {args.env}: andon deploy refuses until andon resume --env {args.env}")
-    else:
-        _out(f"the line of {args.env} was already {state.describe()}")
-    return 0
-
-
-def cmd_resume(args: argparse.Namespace) -> int:
-    check_environment_name(args.env)
-    world = _world(args)
-    try:
-        _known_environment(world, args.env)
-        from backend.deployer import reap
-
-        reap(world.log, args.env)  # a rollback whose runner died no longer holds the line
-        resumed, state = world.log.resume_line(args.env, who=world.who(), reason=clean_line(args.reason).strip())
-    finally:
-        world.close()
-    _out(f"resumed the line of {args.env}" if resumed else f"the line of {args.env} is not stopped")
-    return 0
-
-
-def cmd_rollback(args: argparse.Namespace) -> int:
-    from backend.rollback import cancel_rollback, request_rollback
-
-    check_environment_name(args.env)
-    if args.cancel and args.to is not None:
-        raise UsageError("--cancel takes no --to: it cancels the pending rollback, whatever its target")
-    if args.to is not None and not args.to.strip():
-        # An empty $TARGET in a script must not quietly mean "the last good deploy".
-        raise UsageError("--to is empty: give a deploy id (12 or #12) or a revision, or leave --to out "
-                         "to roll back to the last good deploy")
-    world = _world(args)
-    try:
-        if args.cancel:
-            cancelled = cancel_rollback(world, args.env, world.who())
-            _out(f"cancelled rollback #{cancelled.id} of {args.env} ({cancelled.describe()}); nothing runs, the line "
-                 f"stays stopped (andon resume --env {args.env})")
-            return 0
-        requested = request_rollback(world, args.env, world.who(), clean_line(args.reason).strip(), args.to)
-    finally:
-        world.close()
-    rollback = requested.rollback
-    grace = world.config.environment(args.env).rollback_grace_seconds
-    line = "stopped the line and requested" if requested.stopped_line else "the line was stopped; requested"
-    _out(f"{line} rollback #{rollback.id} of {args.env} {rollback.describe()}; it runs at "
-         f"{when_seconds(rollback.run_at)} UTC" + (f", in {grace:g}s unless cancelled (andon rollback --cancel "
-                                                    f"--env {args.env})" if grace > 0 else ""))
-    return 0
-
-
-def cmd_run_rollback(args: argparse.Namespace) -> int:
-    """The detached runner of a requested rollback (see backend.rollback)."""
-    from backend.rollback import run_rollback
-    from backend.runner import Runner
-
-    if args.detach:
-        # Fork once more and let the first process exit: the runner is then nobody's child (no
-        # zombie in a dashboard that started it) and, in a session of its own, nobody's terminal's.
-        child = os.fork()
-        if child:
-            sys.stdout.write(f"{child}\n")
-            sys.stdout.flush()
-            os._exit(0)
-        devnull = os.open(os.devnull, os.O_RDWR)
-        for fd in (0, 1, 2):
-            os.dup2(devnull, fd)
-        os.close(devnull)
-    runner = Runner()
-    stopped: list[str] = []
-
-    def stop(signum: int, _frame: Any) -> None:
-        name = signal.Signals(signum).name
-        stopped.append(name)
-        runner.stop(name)
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, stop)
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    world = _world(args)
-    try:
-        try:
-            ended = run_rollback(world, args.id, runner=runner, interrupted=lambda: stopped[0] if stopped else None)
-        except AndonError as error:
-            # Nobody reads this process's output: the rollback's row says what went wrong.
-            with contextlib.suppress(AndonError):
-                world.log.end_rollback(args.id, "failed", str(error))
-            raise
-    finally:
-        world.close()
-    return 0 if ended.status in ("succeeded", "cancelled") else 1
 
 
 def cmd_record(args: argparse.Namespace) -> int:
@@ -900,10 +781,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _notify(args: argparse.Namespace) -> int:
-    from tui.cli_notify import cmd_notify
+def _later(module: str, name: str) -> Callable[[argparse.Namespace], int]:
+    """The command ``name`` of ``module``, imported only when it runs."""
 
-    return cmd_notify(args)
+    def run(args: argparse.Namespace) -> int:
+        command: Callable[[argparse.Namespace], int] = getattr(importlib.import_module(module), name)
+        return command(args)
+
+    return run
 
 
 COMMANDS = {
@@ -917,11 +802,11 @@ COMMANDS = {
     "log": cmd_log,
     "health": cmd_health,
     "watch": cmd_watch,
-    "stop": cmd_stop,
-    "resume": cmd_resume,
-    "rollback": cmd_rollback,
-    "run-rollback": cmd_run_rollback,
-    "notify": _notify,
+    "stop": _later("tui.cli_line", "cmd_stop"),
+    "resume": _later("tui.cli_line", "cmd_resume"),
+    "rollback": _later("tui.cli_line", "cmd_rollback"),
+    "run-rollback": _later("tui.cli_line", "cmd_run_rollback"),
+    "notify": _later("tui.cli_notify", "cmd_notify"),
 }
 
 
@@ -953,4 +838,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # python -m tui.cli (the rollback runner, the tests): run the main of tui.cli as imported, not of
+    # this __main__ copy, so the command modules (tui.cli_line, ...) and this share one set of
+    # globals and exception classes (the commands opened, UsageError's exit code).
+    from tui.cli import main as imported_main
+
+    sys.exit(imported_main())
