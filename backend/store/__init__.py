@@ -4,19 +4,20 @@
 events and change detection; each concept has its own module with its tables and
 methods (:mod:`~backend.store.deploys`, :mod:`~backend.store.ranges`,
 :mod:`~backend.store.leases`, :mod:`~backend.store.health`, :mod:`~backend.store.outbox`,
-:mod:`~backend.store.output`), mixed into
+:mod:`~backend.store.output`, :mod:`~backend.store.migrations`), mixed into
 :class:`DeployLog`. A new concept is a new module, one base class below and its
 schema steps appended to :data:`MIGRATIONS`.
 """
 
 from __future__ import annotations
 
-from backend.store import deploys, health, leases, line, outbox, output, ranges
+from backend.store import deploys, health, leases, line, migrations, outbox, output, ranges
 from backend.store.core import EVENTS_SCHEMA, Changes, LogCore, Migration, StoreError, create_meta
 from backend.store.deploys import DeploysMixin, ImportResult
 from backend.store.health import HealthMixin
 from backend.store.leases import Lease, LeasesMixin, holder_id
 from backend.store.line import LineMixin
+from backend.store.migrations import MigrationsMixin
 from backend.store.outbox import OutboxItem, OutboxMixin
 from backend.store.output import OutputMixin, Streamed
 from backend.store.ranges import RangesMixin
@@ -34,12 +35,13 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(outbox.SCHEMA),  # the chat outbox, written with the events it announces (issue 8), additive
     Migration(output.SCHEMA),  # running deploys' output as it comes (issue 8), additive
     Migration(line.STARTS),  # processes' start times beside their numbers (reused pids told apart), additive
+    Migration(migrations.SCHEMA),  # migrations' reports, added migrations, the evaluation's cache (issue 9), additive
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
 class DeployLog(LineMixin, DeploysMixin, RangesMixin, LeasesMixin, HealthMixin, OutboxMixin, OutputMixin,
-                LogCore):
+                MigrationsMixin, LogCore):
     """The deploy log at a path: open with :meth:`DeployLog.open`."""
 
     MIGRATIONS = MIGRATIONS
