@@ -108,6 +108,7 @@ def test_phases_across_deploys_from_expand_pending_to_done(setup: Setup) -> None
     assert (staging.phase, staging.since, staging.severity, staging.due) == ("expanded", T0 + 2 * HOUR, "ok", None)
     assert "andon migration progress users-split --env staging" in staging.next_step
     assert setup.status("users-split", "production", T0 + 3 * HOUR).phase == "expand_pending"
+    assert setup.status("users-split", "staging", T0 + 5 * DAY).phase == "expanded"  # data to move: no soaking
 
     setup.step("progress", "users-split", "staging", T0 + 4 * HOUR, done=10, total=100)
     migrating = setup.status("users-split", "staging", T0 + 4 * HOUR)
