@@ -41,7 +41,7 @@ from typing import Any, NamedTuple
 
 from backend import AndonError
 from backend.config import MIGRATION_KINDS, MigrationRules
-from backend.history import FULL_SHA, GitError, GrepMatch, History
+from backend.history import CONTAINS_CHUNK, FULL_SHA, GitError, GrepMatch, History
 from backend.markers import MIGRATION_NAME, Marker, MarkerProblem, scan
 from backend.migration_rules import (
     ACTIONS,
@@ -75,6 +75,7 @@ __all__ = ["ACTIONS", "PHASES", "SEVERITIES", "Backlog", "Evidence", "Hold", "Pr
            "UnknownMigration", "allowed", "apply", "evaluate", "remind", "rollback_holds"]
 
 CACHE_VERSION = "1"  # part of every cache key: a change to what is kept makes old entries unreadable
+ASK_GIT_UP_TO = CONTAINS_CHUNK  # expand commits rollback_holds asks History.contains about; beyond, one scan
 EVIDENCE_LIMIT = 1000  # lines one git grep returns at most
 PLACES_SHOWN = 3  # places named in an evidence text
 PLACES_KEPT = 20  # places kept in Evidence.places
@@ -609,16 +610,24 @@ def rollback_holds(world: World, env: str, target_sha: str) -> list[Hold]:
     """The migrations ``migrating`` or later in ``env`` whose expand commit the rollback target lacks.
 
     Their old code cannot read the new shape. Answered from the cached masks when the
-    target is a deployed SHA (the usual rollback), else with one batch of
-    :meth:`History.contains`. A target git cannot place holds too (it may lack the expand).
+    target is a deployed SHA (the usual rollback: no git at all), else with one batch of
+    :meth:`History.contains` when there are few expand commits to ask about, else with one
+    scan of the target's history (:func:`backend.markers.scan`: one ``git log``, where
+    ``contains`` would walk once per 32 expand commits). A target git cannot place holds
+    too (it may lack the expand).
     """
     backlog, known = _evaluate(world, env, None, False)
     candidates = [s for s in backlog.statuses if s.phase in (MIGRATING, CLEANUP_DUE, DONE) and s.expand]
     if not candidates:
         return []
+    target = target_sha.strip()
+    if not FULL_SHA.match(target):
+        try:
+            target = world.history.resolve_many([target]).get(target) or target
+        except GitError:
+            pass
     kept = world.log.migration_cache("masks", known.key)
     contained: dict[str, bool | None] = {}
-    target = target_sha.strip()
     try:
         if isinstance(kept, dict) and target in kept.get("masks", {}):
             mask = int(kept["masks"][target], 16)
@@ -627,12 +636,20 @@ def rollback_holds(world: World, env: str, target_sha: str) -> list[Hold]:
     except (TypeError, ValueError, AttributeError):
         contained = {}
     missing = [s for s in candidates if s.name not in contained]
-    if missing:
-        pairs = [(sha, target) for s in missing for sha in known.migrations[s.name].expand]
-        answers = world.history.contains(pairs)
-        for s in missing:
-            found = [answers.get((sha, target)) for sha in known.migrations[s.name].expand]
-            contained[s.name] = True if any(found) else None if None in found else False
+    expands = {s.name: known.migrations[s.name].expand if s.name in known.migrations else () for s in missing}
+    asked = {sha for shas in expands.values() for sha in shas}
+    answers: dict[str, bool | None]
+    if len(asked) <= ASK_GIT_UP_TO:
+        by_pair = world.history.contains([(sha, target) for sha in asked])
+        answers = {sha: by_pair.get((sha, target)) for sha in asked}
+    else:
+        found = scan(world.history, [target])
+        holding = {marker.sha for marker in found.markers}
+        unknown = found.error is not None or target in found.missing
+        answers = {sha: None if unknown else sha in holding for sha in asked}
+    for name, shas in expands.items():
+        said = [answers.get(sha) for sha in shas]
+        contained[name] = True if any(said) else None if None in said or not said else False
     holds = []
     for status in candidates:
         answer = contained.get(status.name)

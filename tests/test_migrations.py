@@ -412,6 +412,28 @@ def test_evidence_from_git_grep_at_the_branch_head(setup: Setup) -> None:
     assert setup.status("users-split", "staging", T0 + 3 * HOUR, evidence=False).evidence is None
 
 
+def test_malformed_trailers_are_problems_cold_and_warm(setup: Setup) -> None:
+    setup.commit("bad", "Migration: [bold]x[/] expand", at=T0)
+    expand_commit(setup, at=T0 + HOUR)
+    for _ in range(2):  # worked out, then read back from the cache
+        backlog = evaluate(setup.world, now=T0 + 2 * HOUR)
+        assert [p.text for p in backlog.problems] == ["Migration: [bold]x[/] expand"]
+        assert [s.name for s in backlog.statuses] == ["users-split", "users-split"]
+
+
+def test_without_a_repository_added_migrations_still_show(tmp_path: Path) -> None:
+    clock = Clock(T0)
+    config = Config(environments=MappingProxyType({"staging": Environment("staging")}))
+    world = World(History(None), config, tmp_path / "deploys.db", clock)
+    try:
+        apply(world, "add", "queue-move", None, who="alice", kind="config")
+        backlog = evaluate(world, now=T0 + HOUR)
+        assert backlog.error == "migration markers unavailable: not in a git repository"
+        assert [(s.name, s.phase) for s in backlog.statuses] == [("queue-move", "expanded")]
+    finally:
+        world.close()
+
+
 # -- the cache -------------------------------------------------------------------------------------
 
 
@@ -483,6 +505,21 @@ def test_rollback_holds_for_a_target_before_the_expand(setup: Setup) -> None:
     assert [h.name for h in rollback_holds(setup.world, "staging", other)] == ["users-split"]
     assert calls.count("rev-list") + calls.count("merge-base") >= 1
     assert [h.name for h in rollback_holds(setup.world, "staging", "f" * 40)] == ["users-split"]  # cannot tell
+    assert "cannot tell" in rollback_holds(setup.world, "staging", "f" * 40)[0].message
+
+
+def test_rollback_holds_with_many_expands_scan_the_target_once(setup: Setup, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("backend.migrations.ASK_GIT_UP_TO", 0)
+    expand = expand_commit(setup, at=T0)
+    setup.deploy("staging", expand, T0)
+    setup.step("progress", "users-split", "staging", T0 + HOUR, done=1)
+    other = setup.repo.git("commit-tree", "-m", "x", "-p", setup.base, f"{setup.base}^{{tree}}")
+    child = setup.repo.git("commit-tree", "-m", "y", "-p", expand, f"{expand}^{{tree}}")
+    calls = count_git(setup.world)
+    assert [h.name for h in rollback_holds(setup.world, "staging", other[:12])] == ["users-split"]
+    assert calls.count("log") == 1 and "rev-list" not in calls
+    assert rollback_holds(setup.world, "staging", child) == []
+    assert "cannot tell" in rollback_holds(setup.world, "staging", "f" * 40)[0].message
 
 
 # -- reminders across processes, a broken log -------------------------------------------------------
