@@ -1,5 +1,9 @@
 """Every dashboard action in one table: the key bindings, the key bar and the command palette
-are all built from it (as dolphie does), so the palette always offers every action."""
+are all built from it (as dolphie does), so the palette always offers every action.
+
+:data:`ACTIONS` are the main screen's; :data:`BACKLOG_ACTIONS` the migrations screen's (``b``).
+A ``writes`` action is not offered on a ``--read-only`` dashboard: not bound, not in the key
+bar, the palette or help."""
 
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ class Action(NamedTuple):
     help: str
     footer: bool = False
     key_display: str | None = None
-    writes: bool = False  # changes the line: not offered on a --read-only dashboard
+    writes: bool = False  # changes the line or the log: not offered on a --read-only dashboard
 
 
 ACTIONS: tuple[Action, ...] = (
@@ -26,6 +30,8 @@ ACTIONS: tuple[Action, ...] = (
     Action("r", "refresh", "Refresh", "Reload deploys and commits now", False),
     Action("o", "toggle_output", "Output", "Show or hide the selected deploy's output", False),
     Action("e", "events", "Events", "Who did what: deploys, stops, rollbacks, cancels, resumes, health", True),
+    Action("b", "backlog", "Backlog", "Migrations: the cleanup backlog, most urgent first, per environment "
+           "(note, snooze, waive, finish)", True),
     Action("m", "messages", "Messages", "Chat messages: what went out, what waits, what could not be delivered",
            False),
     Action("exclamation_mark", "stop_and_roll_back", "Stop & roll back",
@@ -41,13 +47,27 @@ ACTIONS: tuple[Action, ...] = (
 )
 
 
-def bindings() -> list[BindingType]:
+BACKLOG_ACTIONS: tuple[Action, ...] = (
+    Action("n", "note", "Note", "Write a note on the selected migration (its environment): who is on it, what "
+           "it waits for", True, writes=True),
+    Action("z", "snooze", "Snooze", "Quiet the selected cleanup's reminders until a date, with a reason "
+           "(the due date stays)", True, writes=True),
+    Action("w", "waive", "Waive", "Waive the selected migration in its environment, with a reason: it leaves "
+           "the backlog", True, writes=True),
+    Action("f", "finish", "Finish", "Record the selected migration as finished in its environment: its "
+           "cleanup (the contract) is due", True, writes=True),
+    Action("r", "refresh", "Refresh", "Read the backlog again now (git and the log)", False),
+    Action("escape,q,b", "close", "Close", "Back to the deploys", True, "esc"),
+)
+
+
+def bindings(actions: tuple[Action, ...] = ACTIONS) -> list[BindingType]:
     return [
         Binding(a.key, a.action, a.title, show=a.footer, key_display=a.key_display, id=a.action.split(".")[-1])
-        for a in ACTIONS
+        for a in actions
     ]
 
 
-def offered(read_only: bool) -> tuple[Action, ...]:
-    """The actions a dashboard offers (key bar, palette, help): none that change the line when read-only."""
-    return tuple(a for a in ACTIONS if not (read_only and a.writes))
+def offered(read_only: bool, actions: tuple[Action, ...] = ACTIONS) -> tuple[Action, ...]:
+    """The actions a dashboard offers (key bar, palette, help): none that write when read-only."""
+    return tuple(a for a in actions if not (read_only and a.writes))

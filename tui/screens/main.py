@@ -44,6 +44,7 @@ from tui.loading import (
     RangesLoaded,
     VerificationLoaded,
 )
+from tui.migration_feed import BacklogLoaded, MigrationFeed
 from tui.screens.help import HelpScreen
 from tui.widgets.commits import CommitTable
 from tui.widgets.deploy_detail import DeployDetail
@@ -83,6 +84,7 @@ class MainScreen(Screen[None]):
         self.health = HealthFeed(self)
         self.line = LineFeed(self, read_only=read_only)
         self.chat = ChatFeed(self)
+        self.migrations = MigrationFeed(self)  # the overdue cleanups' count (tui/migration_feed.py)
 
     # -- layout ------------------------------------------------------------------------
 
@@ -118,6 +120,7 @@ class MainScreen(Screen[None]):
         self.call_after_refresh(self.health.start, "#pending")  # the panel goes above Pending
         self.call_after_refresh(self.line.start, "#title")  # the banner goes right under the title
         self.call_after_refresh(self.chat.start)
+        self.call_after_refresh(self.migrations.start, "#envs")
 
     def on_unmount(self) -> None:
         self.health.stop()  # stops probing and frees the leases now: another andon takes over
@@ -274,6 +277,9 @@ class MainScreen(Screen[None]):
     def on_chat_delivered(self, message: ChatDelivered) -> None:
         self.chat.delivered(message)
 
+    def on_backlog_loaded(self, message: BacklogLoaded) -> None:
+        self.migrations.loaded(message)
+
     def on_events_arrived(self, message: EventsArrived) -> None:
         """Other programs wrote to the log. A deploy to the shown environment reloads the
         list; a deploy to one not in the bar adds it; health and verification events go to
@@ -281,6 +287,7 @@ class MainScreen(Screen[None]):
         here to whatever shows them."""
         self.health.events_arrived(message.changes)
         self.line.events_arrived(message.changes)
+        self.migrations.events_arrived(message.changes)
         deployed = {env for kind, env in message.changes.kinds if kind.startswith(DEPLOY_EVENT)}
         if self.env is None and deployed:  # the very first deploy: show its environment
             self.reload()
@@ -473,6 +480,11 @@ class MainScreen(Screen[None]):
         from tui.screens.messages import MessagesScreen
 
         self.app.push_screen(MessagesScreen(self.world, read_only=self.read_only))
+
+    def action_backlog(self) -> None:
+        from tui.screens.migrations import MigrationsScreen
+
+        self.app.push_screen(MigrationsScreen(self.world, read_only=self.read_only), lambda _: self.migrations.read())
 
     def action_stop_and_roll_back(self) -> None:
         self.line.rollback()
