@@ -23,6 +23,10 @@ demo's ``andon.toml`` names it as a signed ``webhook`` receiver whose URL and se
 the variables :data:`backend.demo_chat.URL_ENV` and :data:`backend.demo_chat.SECRET_ENV`
 (``andon demo`` sets them in its own environment), and it writes what it receives to
 ``chat.log`` in the demo's directory.
+
+The demo's migrations (:mod:`backend.demo_migrations`): trailers in its commits, the steps
+jobs and people reported, every phase in staging and production, one overdue, and (with the
+service) a job reporting one migration's progress while you watch.
 """
 
 from __future__ import annotations
@@ -39,7 +43,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from backend.demo_chat import SECRET_ENV, URL_ENV, DemoChat
-from backend.models import FAILED, SUCCEEDED, UP, HealthSample, to_iso
+from backend.demo_migrations import MOVING_SINCE, MovingMigration, marked, record_steps
+from backend.models import FAILED, SUCCEEDED, UP, HealthSample, to_iso, utc_now
 from backend.store import DeployLog
 
 AUTHORS = [
@@ -115,6 +120,7 @@ class DemoWorld:
     config: Path
     service: DemoService | None = None  # running, unless built with service=False
     chat: DemoChat | None = None  # the chat receiver: running, unless built with service=False
+    migration: MovingMigration | None = None  # a migration job reporting progress: running, unless service=False
 
     @property
     def chat_log(self) -> Path:
@@ -200,7 +206,8 @@ def _fast_import(repo: Path, now: datetime, rng: random.Random) -> None:
         raw = text.encode()
         lines.append(b"data %d\n" % len(raw) + raw + b"\n")
 
-    def commit(ref: str, subject: str, body: str, parents: list[int], when: datetime) -> int:
+    def commit(ref: str, subject: str, body: str, parents: list[int], when: datetime,
+               files: tuple[tuple[str, str | None], ...] = ()) -> int:
         nonlocal mark
         mark += 1
         name, email = rng.choice(AUTHORS)
@@ -218,6 +225,12 @@ def _fast_import(repo: Path, now: datetime, rng: random.Random) -> None:
         content = f"# {subject}\nVALUE = {mark}\n"
         lines.append(f"M 100644 inline {path}\n".encode())
         data(content)
+        for extra, text in files:  # a migration commit's own changes (demo_migrations)
+            if text is None:
+                lines.append(f"D {extra}\n".encode())
+            else:
+                lines.append(f"M 100644 inline {extra}\n".encode())
+                data(text)
         lines.append(b"\n")
         return mark
 
@@ -238,7 +251,11 @@ def _fast_import(repo: Path, now: datetime, rng: random.Random) -> None:
         body = ""
         if number == 7:
             body = "\n".join(f"line {i} of a very long body" for i in range(10_000))
-        main_mark = commit("refs/heads/main", subject, body, [main_mark] if main_mark else [], moment)
+        files: tuple[tuple[str, str | None], ...] = ()
+        migration = marked(number)
+        if migration is not None:  # after the generator's draws: the rest of the history stays the same
+            subject, body, files = migration.subject, migration.trailer, migration.files
+        main_mark = commit("refs/heads/main", subject, body, [main_mark] if main_mark else [], moment, files)
     lines.append(b"done\n")
     subprocess.run(["git", "fast-import", "--quiet", "--done"], cwd=repo, input=b"".join(lines),
                    check=True)
@@ -251,7 +268,8 @@ def build(root: Path, now: datetime, *, python: str = sys.executable, service: b
     checks at it, and start its chat receiver (:class:`~backend.demo_chat.DemoChat`, writing
     to ``root/chat.log``); without it (screenshots, tests) the checks name a port nobody
     answers on and nobody receives the chat (the ``[[notify]]`` receiver is configured all
-    the same: its variables are not set, so its messages wait in the log).
+    the same: its variables are not set, so its messages wait in the log), and no migration
+    job reports progress (:class:`~backend.demo_migrations.MovingMigration`).
     """
     rng = random.Random(20261126)
     repo = root / "repo"
@@ -354,7 +372,9 @@ def build(root: Path, now: datetime, *, python: str = sys.executable, service: b
             rollback_done = True
     _health(log, state_dir, now, rng)
     log.close()
-    return DemoWorld(root, repo, db, config, running, chat)
+    record_steps(repo, db, now)
+    moving = MovingMigration(repo, db, now - MOVING_SINCE, utc_now) if service else None
+    return DemoWorld(root, repo, db, config, running, chat, moving)
 
 
 def _health(log: DeployLog, state_dir: Path, now: datetime, rng: random.Random) -> None:
