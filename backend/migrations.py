@@ -7,42 +7,26 @@ report (progress, finish, notes, snoozes, waivers, aborts) is kept in the deploy
 into a :class:`Backlog`, by the rules of :mod:`backend.migration_rules` (also the README's
 "Migration phases" table).
 
-**When an expand went live** in an environment: its succeeded deploys are walked newest
-first, intersecting their marker masks (the live deploy's & each older one's); the
-current run of deploys that all hold the expand starts at the deploy where the
-intersection loses its last expand bit, and that deploy's finish time (its start time
-when it has none) is ``live_since``. A rollback past the expand ends the run; deploying
-it again starts a new one (``since`` = the re-deploy). The same for the contract. A
-deploy whose SHA is not in this clone is left out of the walk (the live one is named in
-``Backlog.error``).
+What git says (the markers, when each expand and contract went live, the code search) is
+worked out and cached by :mod:`backend.migration_facts`; warm, no history walk runs.
 
-**Cache.** What needs git (the markers, their problems, the live-since times, the tips'
-masks for :func:`rollback_holds`, code search results) is kept in the log under the
-deploy branch head's SHA and the succeeded deploys' fingerprint (count and newest id).
-Warm (nothing changed), an evaluation runs no ``git log`` and no ``git grep``: only the
-two small commands that find the branch head.
-
-**Evidence.** Every ``Migration-Refs`` pattern of every migration not yet done (or ended)
-is searched for with one ``git grep`` at the branch head (another for patterns a first
-search that reached its limit may have starved); lines are attributed to patterns here.
-A migration added with ``andon migration add`` counts as expand-live from its add time in
+**Evidence** is searched for the migrations that are not done or ended. A migration added with ``andon migration add`` counts as expand-live from its add time in
 the environments it named (all configured ones when none was named); it has no expand
 commit, so :func:`rollback_holds` cannot hold a rollback for it.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
-from backend import AndonError
+from backend import AndonError, migration_facts
 from backend.config import MIGRATION_KINDS, MigrationRules
-from backend.history import CONTAINS_CHUNK, FULL_SHA, GitError, GrepMatch, History
-from backend.markers import MIGRATION_NAME, Marker, MarkerProblem, scan
+from backend.history import CONTAINS_CHUNK, FULL_SHA, GitError
+from backend.markers import MIGRATION_NAME, MarkerProblem, scan
+from backend.migration_facts import Evidence, Known, Marked
 from backend.migration_rules import (
     ACTIONS,
     CLEANUP_DUE,
@@ -66,7 +50,7 @@ from backend.migration_rules import (
     severity,
     stalled,
 )
-from backend.models import from_iso, to_iso, when
+from backend.models import to_iso, when
 from backend.store.migrations import AddedMigration, MigrationState, Reminder, Step, parse_time
 from backend.text import clean_line, short
 from backend.world import World
@@ -74,11 +58,7 @@ from backend.world import World
 __all__ = ["ACTIONS", "PHASES", "SEVERITIES", "Backlog", "Evidence", "Hold", "Progress", "Status", "StepRefused",
            "UnknownMigration", "allowed", "apply", "evaluate", "remind", "rollback_holds"]
 
-CACHE_VERSION = "1"  # part of every cache key: a change to what is kept makes old entries unreadable
 ASK_GIT_UP_TO = CONTAINS_CHUNK  # expand commits rollback_holds asks History.contains about; beyond, one scan
-EVIDENCE_LIMIT = 1000  # lines one git grep returns at most
-PLACES_SHOWN = 3  # places named in an evidence text
-PLACES_KEPT = 20  # places kept in Evidence.places
 TEXT_LIMIT = 500  # characters of a reason or note kept
 
 
@@ -92,18 +72,6 @@ class Progress(NamedTuple):
     rate: float | None  # per hour, over the recent reports
     eta: datetime | None
     at: datetime | None  # the last report (heartbeat)
-
-
-@dataclass(frozen=True)
-class Evidence:
-    """What ``git grep`` at the deploy branch's head found of a migration's ``Migration-Refs`` patterns.
-
-    (A dataclass, not a NamedTuple: a field named ``count`` would hide ``tuple.count``.)
-    """
-
-    places: tuple[GrepMatch, ...]
-    count: int  # places found (at least this many when the search reached its limit)
-    text: str
 
 
 class Hold(NamedTuple):
@@ -182,218 +150,6 @@ class Backlog:
         return next((s for s in self.statuses if s.name == name and s.env == env), None)
 
 
-# -- what git says (cached) ------------------------------------------------------------
-
-
-class Marked(NamedTuple):
-    """A migration as its trailers describe it."""
-
-    kind: str | None
-    refs: tuple[str, ...]
-    expand: tuple[str, ...]  # SHAs, oldest first
-    contract: tuple[str, ...]
-    marked_at: str | None  # the first expand commit's committer date (to_iso)
-
-
-class Known(NamedTuple):
-    """What the evaluation needed git for: kept in the log's cache as JSON."""
-
-    head: str | None
-    migrations: Mapping[str, Marked]
-    live: Mapping[str, Mapping[str, tuple[str | None, str | None]]]  # env -> name -> (expand since, contract since)
-    problems: tuple[MarkerProblem, ...]
-    error: str | None
-    key: str  # the cache key it was kept (or would be kept) under
-
-    def to_json(self) -> dict[str, Any]:
-        return {"head": self.head, "migrations": {name: list(m) for name, m in self.migrations.items()},
-                "live": {env: {name: list(pair) for name, pair in names.items()} for env, names in self.live.items()},
-                "problems": [list(p) for p in self.problems], "error": self.error}
-
-
-def _known_from_json(value: Any, key: str) -> Known | None:
-    """A cached :class:`Known`, or None when it is not what andon writes (worked out again)."""
-    try:
-        migrations = {clean_line(name): Marked(kind, tuple(refs), tuple(expand), tuple(contract), at)
-                      for name, (kind, refs, expand, contract, at) in value["migrations"].items()}
-        live = {env: {name: (pair[0], pair[1]) for name, pair in names.items()} for env, names in value["live"].items()}
-        problems = tuple(MarkerProblem(*(clean_line(str(part)) for part in p)) for p in value["problems"])
-        return Known(value["head"], migrations, live, problems, value["error"], key)
-    except (KeyError, TypeError, ValueError, AttributeError):
-        return None
-
-
-def _head(world: World) -> tuple[str | None, str | None]:
-    """(the deploy branch head's SHA, why there is none)."""
-    history = world.history
-    if history.root is None:
-        return None, "migration markers unavailable: not in a git repository"
-    ref = history.branch(world.config.branch)
-    if ref is None:
-        return None, None  # no commits yet, or a configured branch not in this clone: deploys alone
-    try:
-        return history.resolve_many([ref])[ref], None
-    except GitError as error:
-        return None, f"migration markers unavailable: {error}"
-
-
-def _known(world: World) -> Known:
-    head, error = _head(world)
-    log = world.log
-    key = f"{CACHE_VERSION}:{head or '-'}:{log.succeeded_fingerprint()}"
-    if error is None:
-        kept = _known_from_json(log.migration_cache("facts", key), key)
-        if kept is not None:
-            return kept
-    timelines = log.succeeded_deploys()
-    tips = ([head] if head else []) + list(dict.fromkeys(d.sha for deploys in timelines.values() for d in deploys))
-    found = scan(world.history, tips)
-    if found.error is not None:
-        return Known(head, {}, {}, found.problems, found.error, key)
-    markers = found.markers
-    migrations = _migrations(markers)
-    expand_bits: dict[str, int] = {}
-    contract_bits: dict[str, int] = {}
-    for bit, marker in enumerate(markers):
-        target = expand_bits if marker.step == "expand" else contract_bits
-        target[marker.name] = target.get(marker.name, 0) | (1 << bit)
-    live: dict[str, dict[str, tuple[str | None, str | None]]] = {}
-    lost: list[str] = []
-    for env, deploys in timelines.items():
-        present = [(found.masks[d.sha], d.at) for d in deploys if d.sha in found.masks]
-        if deploys and deploys[-1].sha not in found.masks:
-            lost.append(f"{short(deploys[-1].sha)} live in {env}")
-        expands = _run_starts(present, expand_bits)
-        contracts = _run_starts(present, contract_bits)
-        live[env] = {name: (expands.get(name), contracts.get(name)) for name in {*expands, *contracts}}
-    if lost:
-        error = (f"not in this clone (git fetch): {', '.join(lost[:3])}{' …' if len(lost) > 3 else ''}; "
-                 "phases there are as of the newest deploy found")
-    known = Known(head, migrations, live, found.problems, error, key)
-    all_expands = 0
-    for bits in expand_bits.values():
-        all_expands |= bits
-    masks = {sha: format(mask & all_expands, "x") for sha, mask in found.masks.items() if FULL_SHA.match(sha)}
-    log.keep_migration_cache("masks", key, {"bits": {name: format(bits, "x") for name, bits in expand_bits.items()},
-                                            "masks": masks})
-    log.keep_migration_cache("facts", key, known.to_json())
-    return known
-
-
-def _migrations(markers: Sequence[Marker]) -> dict[str, Marked]:
-    by_name: dict[str, list[Marker]] = {}
-    for marker in markers:
-        by_name.setdefault(marker.name, []).append(marker)
-    result = {}
-    for name, found in by_name.items():
-        expands = [m for m in found if m.step == "expand"]
-        kind = next((m.kind for m in expands + found if m.kind is not None), None)
-        refs = tuple(dict.fromkeys(ref for m in found for ref in m.refs))
-        marked = _commit_time(expands[0].at) if expands else None
-        result[name] = Marked(kind, refs, tuple(m.sha for m in expands),
-                              tuple(m.sha for m in found if m.step == "contract"), marked)
-    return result
-
-
-def _commit_time(text: str) -> str | None:
-    try:
-        return to_iso(from_iso(text))
-    except ValueError:
-        return None
-
-
-def _run_starts(timeline: Sequence[tuple[int, str]], bits: Mapping[str, int]) -> dict[str, str]:
-    """For each migration whose bits the newest deploy holds: when the current run of deploys
-    holding (one of) them started, walking newest first and intersecting masks."""
-    if not timeline or not bits:
-        return {}
-    live_mask, newer_at = timeline[-1]
-    running = {name: b & live_mask for name, b in bits.items() if b & live_mask}
-    combined = 0
-    for b in running.values():
-        combined |= b
-    since: dict[str, str] = {}
-    for mask, at in reversed(timeline[:-1]):
-        if not running:
-            break
-        if combined & ~mask:
-            for name, b in list(running.items()):
-                kept = b & mask
-                if not kept:
-                    since[name] = newer_at
-                    del running[name]
-                elif kept != b:
-                    running[name] = kept
-            combined = 0
-            for b in running.values():
-                combined |= b
-        newer_at = at
-    for name in running:
-        since[name] = newer_at
-    return since
-
-
-# -- evidence --------------------------------------------------------------------------------
-
-
-def _search(history: History, patterns: Sequence[str], head: str) -> dict[str, tuple[list[GrepMatch], bool]]:
-    """Each pattern's matching lines at ``head`` (and whether the list may be short): as few greps as can be."""
-    found: dict[str, list[GrepMatch]] = {p: [] for p in patterns}
-    short_lists: set[str] = set()
-    todo = list(patterns)
-    while todo:
-        matches = history.grep(todo, head, limit=EVIDENCE_LIMIT)
-        new = False
-        for match in matches:
-            for pattern in todo:
-                if pattern in match.text:
-                    found[pattern].append(match)
-                    new = True
-        if len(matches) < EVIDENCE_LIMIT or not new:
-            break
-        # The search stopped at its limit: patterns with lines found may have more; those
-        # with none may have been starved by the others, and are searched again alone.
-        short_lists.update(p for p in todo if found[p])
-        todo = [p for p in todo if not found[p]]
-    return {p: (found[p], p in short_lists) for p in patterns}
-
-
-def _evidence(world: World, head: str | None, wanted: Mapping[str, tuple[str, ...]]
-              ) -> tuple[dict[str, Evidence], str | None]:
-    patterns = sorted({p for refs in wanted.values() for p in refs})
-    if head is None or not patterns:
-        return {}, None
-    log = world.log
-    key = f"{CACHE_VERSION}:{head}:" + hashlib.sha1(json.dumps(patterns).encode()).hexdigest()
-    kept = log.migration_cache("grep", key)
-    results: dict[str, tuple[list[GrepMatch], bool]] | None = None
-    if isinstance(kept, dict):
-        try:
-            results = {p: ([GrepMatch(clean_line(a), int(b), clean_line(c)) for a, b, c in kept[p][0]], bool(kept[p][1]))
-                       for p in patterns}
-        except (KeyError, TypeError, ValueError, IndexError):
-            results = None
-    if results is None:
-        try:
-            results = _search(world.history, patterns, head)
-        except GitError as error:
-            return {}, f"code search failed: {error}"
-        log.keep_migration_cache("grep", key, {p: [[list(m) for m in ms], cut] for p, (ms, cut) in results.items()})
-    evidence = {}
-    for name, refs in wanted.items():
-        places = list(dict.fromkeys(m for ref in refs for m in results[ref][0]))
-        more = any(results[ref][1] for ref in refs)
-        count = len(places)
-        if count:
-            named = ", ".join(f"{p.path}:{p.line}" for p in places[:PLACES_SHOWN])
-            text = (f"old code still referenced in {'at least ' if more else ''}{count} place{'s' * (count != 1)}: "
-                    f"{named}{' …' if count > PLACES_SHOWN or more else ''}")
-        else:
-            text = "looks cleaned up — ship the contract?"
-        evidence[name] = Evidence(tuple(places[:PLACES_KEPT]), count, text)
-    return evidence, None
-
-
 # -- the evaluation ------------------------------------------------------------------------
 
 
@@ -448,7 +204,7 @@ def evaluate(world: World, *, env: str | None = None, now: datetime | None = Non
 def _evaluate(world: World, env: str | None, now: datetime | None, evidence: bool) -> tuple[Backlog, Known]:
     now = now or world.clock()
     envs = _environments(world, env)
-    known = _known(world)
+    known = migration_facts.known(world)
     log = world.log
     added = log.added_migrations()
     states = log.migration_states()
@@ -466,7 +222,7 @@ def _evaluate(world: World, env: str | None, now: datetime | None, evidence: boo
     found: dict[str, Evidence] = {}
     if evidence:
         wanted = {m.name: m.refs for m, _, j, _, _ in judged if m.refs and j.phase not in TERMINAL}
-        found, problem = _evidence(world, known.head, wanted)
+        found, problem = migration_facts.evidence(world, known.head, wanted)
         error = error or problem
     statuses = [_status(m, e, j, r, s, samples.get((m.name, e), []), found.get(m.name), now)
                 for m, e, j, r, s in judged]
@@ -554,7 +310,7 @@ def apply(world: World, action: str, name: str, env: str | None, *, who: str, do
         clean_reason = _one_line(reason, "--reason")
     elif action == "note":
         clean_text = _one_line(text, "the note")
-    known = _known(world)
+    known = migration_facts.known(world)
     log = world.log
     migration = _universe(known, log.added_migrations()).get(name)
     if migration is None:
@@ -588,7 +344,7 @@ def _add(world: World, name: str, env: str | None, *, who: str, kind: str | None
         envs = list(world.config.environments) or world.environments()
         if not envs:
             raise AndonError("no environment configured or deployed to yet: name one with --env")
-    known = _known(world)
+    known = migration_facts.known(world)
     marked = known.migrations.get(name)
     if marked is not None:
         where = f" (expand {short(marked.expand[0])})" if marked.expand else ""
