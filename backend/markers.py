@@ -58,7 +58,7 @@ from typing import NamedTuple
 
 from backend.config import MIGRATION_KINDS
 from backend.history import FULL_SHA, History
-from backend.repository import GitError, GitTimeout, Repository
+from backend.repository import GitError, GitTimeout, Repository, run
 from backend.text import clean_line, decode, has_controls
 
 __all__ = ["MIGRATION_NAME", "STEPS", "Marker", "MarkerProblem", "Scan", "scan"]
@@ -184,7 +184,13 @@ def _log(repository: Repository, shas: set[str], timeout: float | None) -> bytes
     # trailer.separators: only ":" separates a key from its value, whatever the repository's
     # configuration says. The tips go on standard input, where git takes none for an option.
     args = ["-c", "trailer.separators=:", "log", "-z", "--topo-order", _FORMAT, "--stdin"]
-    return repository.run(args, stdin="".join(f"{sha}\n" for sha in sorted(shas)).encode(), timeout=timeout).stdout
+    stdin = "".join(f"{sha}\n" for sha in sorted(shas)).encode()
+    # GIT_FLUSH=0: git log writes to a pipe once per commit otherwise (50,000 writes, and as
+    # many wake-ups of the reader here); with it, a buffer at a time. What Repository.run
+    # does, with that one variable more.
+    with repository.repo() as repo:
+        env = {"GIT_DIR": str(repo.git_dir), "GIT_WORK_TREE": str(repository.root), "GIT_FLUSH": "0"}
+        return run(args, repo=repo, env=env, stdin=stdin, timeout=timeout).stdout
 
 
 def _masks(shas: list[str], parents: list[str], bits_at: dict[int, int]) -> dict[str, int]:
