@@ -30,8 +30,9 @@ ACTIONS: tuple[Action, ...] = (
     Action("r", "refresh", "Refresh", "Reload deploys and commits now", False),
     Action("o", "toggle_output", "Output", "Show or hide the selected deploy's output", False),
     Action("e", "events", "Events", "Who did what: deploys, stops, rollbacks, cancels, resumes, health", True),
+    # Not in the key bar (! must stay visible at 90 columns): the overdue line names b when it matters.
     Action("b", "backlog", "Backlog", "Migrations: the cleanup backlog, most urgent first, per environment "
-           "(note, snooze, waive, finish)", True),
+           "(note, snooze, waive, finish)", False),
     Action("m", "messages", "Messages", "Chat messages: what went out, what waits, what could not be delivered",
            False),
     Action("exclamation_mark", "stop_and_roll_back", "Stop & roll back",

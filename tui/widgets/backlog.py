@@ -32,7 +32,7 @@ COLUMNS = (
     Column("severity", "severity", 11),
     Column("name", "migration", 21),
     Column("env", "env", 10),
-    Column("phase", "phase", 14),
+    Column("phase", "phase", 16),
     Column("progress", "progress", 16),
     Column("age", "age", 4, "right"),
     Column("due", "due", 5),
