@@ -3,6 +3,13 @@
 * The repository is written with ONE ``git fast-import`` stream: a main line with
   short side branches merged back (merge commits), several authors (some with
   non-ASCII names), dates spread over about two years.
+* Migration markers: ``Params.migrations`` migrations (200 by default), each an
+  expand commit (``Migration: <name> expand`` in the message's trailers), most
+  followed a few hundred to a few thousand commits later by a contract commit;
+  about a third with ``Migration-Kind``, about 40% with ``Migration-Refs``, a few
+  expands cherry-picked (the same trailer on a second commit), and a few malformed
+  trailers besides (:data:`MALFORMED`). Chosen with a random generator of their own,
+  so authors, dates and files are what they were without them.
 * The deploy log is written through the real command line,
   ``andon import --repo R --db D``, fed JSON lines on standard input. Deploys walk
   forward along the main line (first parents), a few commits per deploy, spread
@@ -31,7 +38,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 PROJECT = HERE.parent
 DATA = HERE / ".data"
-GENERATOR_VERSION = 1  # bump when the shape of the generated data changes
+GENERATOR_VERSION = 2  # bump when the shape of the generated data changes (2: migration trailers)
 
 AUTHORS = [
     ("Ada Lovelace", "ada@example.com"),
@@ -55,6 +62,17 @@ THINGS = ["cache", "retry loop", "query", "handler", "form", "migration", "token
 START = datetime(2024, 1, 1, tzinfo=UTC)
 SPAN_SECONDS = 2 * 365 * 24 * 3600  # the history covers about two years
 PENDING_AT_END = 23  # main-line commits after the newest deploy (not deployed yet)
+KINDS = ["database", "config", "infrastructure", "third-party"]
+# Trailers andon must report as problems, each on a commit of its own. The fourth holds
+# an escape sequence, the last names a kind without any Migration: trailer.
+MALFORMED = [
+    "Migration: orders split totals expand",
+    "Migration: audit-log",
+    "Migration: [bold]sessions[/] expand",
+    "Migration: cache-warmup\x1b[31m expand",
+    "Migration: search-reindex migrate",
+    "Migration-Kind: spaceship",
+]
 
 
 @dataclass(frozen=True)
@@ -62,10 +80,11 @@ class Params:
     commits: int = 50_000
     deploys: int = 10_000
     seed: int = 1
+    migrations: int = 200
 
     @property
     def key(self) -> str:
-        return f"c{self.commits}-d{self.deploys}-s{self.seed}-v{GENERATOR_VERSION}"
+        return f"c{self.commits}-d{self.deploys}-m{self.migrations}-s{self.seed}-v{GENERATOR_VERSION}"
 
 
 @dataclass
@@ -83,6 +102,9 @@ class Dataset:
     newest_env: str
     head_sha: str
     generated_seconds: float
+    migrations: int = 0  # migrations marked in the history (each has an expand commit)
+    contracts: int = 0  # of those, how many have a contract commit
+    malformed: int = 0  # commits with a malformed migration trailer
 
     @property
     def newest_short(self) -> str:
@@ -112,6 +134,62 @@ def isolated_env() -> dict[str, str]:
 # -- the repository ---------------------------------------------------------------------
 
 
+def plan_migrations(params: Params) -> tuple[dict[int, list[str]], int, int]:
+    """The trailers each commit (by fast-import mark) carries; how many migrations, and how many with a contract.
+
+    Every migration marks a commit of its own for each step (no two migrations share
+    one, so a commit never holds two kinds). A contract comes 300 to 8,000 commits
+    after its expand: far enough that it descends from it whichever branch either is
+    on (a side branch is merged back within 5 commits).
+    """
+    rng = random.Random(f"migrations-{params.seed}")
+    total = params.commits
+    trailers: dict[int, list[str]] = {}
+    free = list(range(2, total + 1))
+    rng.shuffle(free)
+
+    def take(near: int | None = None) -> int | None:
+        if near is not None:
+            if near > total or near in trailers:
+                return None
+            free.remove(near)
+            return near
+        while free:
+            mark = free.pop()
+            if mark not in trailers:
+                return mark
+        return None
+
+    made = contracts = 0
+    for index in range(params.migrations):
+        expand = take()
+        if expand is None:
+            break
+        made += 1
+        thing = rng.choice(THINGS).replace(" ", "-")
+        name = f"{rng.choice(AREAS)}-{thing}-{index}"
+        lines = [f"Migration: {name} expand"]
+        if rng.random() < 0.33:
+            lines.append(f"Migration-Kind: {rng.choice(KINDS)}")
+        if rng.random() < 0.4:
+            lines.append(f"Migration-Refs: old_{thing.replace('-', '_')}_{index}, Legacy{index}")
+        trailers[expand] = lines
+        if rng.random() < 0.03:  # cherry-picked: the same expand on a second commit
+            again = take(expand + rng.randint(5, 50))
+            if again is not None:
+                trailers[again] = [lines[0]]
+        if rng.random() < 0.6:
+            contract = take(expand + rng.randint(300, 8000))
+            if contract is not None:
+                trailers[contract] = [f"Migration: {name} contract"]
+                contracts += 1
+    for text in MALFORMED:
+        mark = take()
+        if mark is not None:
+            trailers[mark] = [text]
+    return trailers, made, contracts
+
+
 def _stream(params: Params, rng: random.Random) -> tuple[bytes, int]:
     """The fast-import stream: ``params.commits`` commits on refs/heads/main; returns (stream, merges)."""
     out: list[bytes] = []
@@ -122,6 +200,7 @@ def _stream(params: Params, rng: random.Random) -> tuple[bytes, int]:
     merges = 0
     mainline: list[int] = []  # marks of main-line commits, oldest first
     until_branch = rng.randint(20, 60)
+    trailers, _, _ = plan_migrations(params)
 
     def commit(parents: list[int], subject: str) -> int:
         nonlocal mark, clock
@@ -129,7 +208,9 @@ def _stream(params: Params, rng: random.Random) -> tuple[bytes, int]:
         clock += rng.uniform(0.2, 1.8) * gap
         name, email = rng.choice(AUTHORS)
         stamp = f"{int(clock)} +0000"
-        message = f"{subject}\n\nChange {mark}.\n".encode()
+        marked = trailers.get(mark)
+        footer = "\n" + "\n".join(marked) + "\n" if marked else ""
+        message = f"{subject}\n\nChange {mark}.\n{footer}".encode()
         path = f"src/{rng.choice(AREAS)}/mod{rng.randrange(8)}.py"
         content = f"# revision {mark}\nVALUE = {rng.randrange(1_000_000)}\n".encode()
         out.append(b"commit refs/heads/main\n")
@@ -274,6 +355,7 @@ def ensure(params: Params, *, rebuild: bool = False) -> Dataset:
     root.mkdir(parents=True)
     started = time.perf_counter()
     rng = random.Random(params.seed)
+    _, migrations, contracts = plan_migrations(params)
     repo, db = root / "repo", root / "deploys.db"
     print(f"benchmarks: generating {params.commits} commits with git fast-import ...", file=sys.stderr)
     merges = build_repo(repo, params, rng)
@@ -292,6 +374,7 @@ def ensure(params: Params, *, rebuild: bool = False) -> Dataset:
         newest_sha=newest["sha"], newest_env=newest["environment"],
         head_sha=_git(repo, "rev-parse", "main").strip(),
         generated_seconds=round(time.perf_counter() - started, 2),
+        migrations=migrations, contracts=contracts, malformed=len(MALFORMED),
     )
     info = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(dataset).items()}
     tmp = meta.with_suffix(".tmp")
@@ -306,9 +389,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--commits", type=int, default=Params.commits)
     parser.add_argument("--deploys", type=int, default=Params.deploys)
     parser.add_argument("--seed", type=int, default=Params.seed)
+    parser.add_argument("--migrations", type=int, default=Params.migrations)
     parser.add_argument("--rebuild", action="store_true", help="generate again even if cached")
     args = parser.parse_args(argv)
-    dataset = ensure(Params(args.commits, args.deploys, args.seed), rebuild=args.rebuild)
+    dataset = ensure(Params(args.commits, args.deploys, args.seed, args.migrations), rebuild=args.rebuild)
     print(json.dumps({k: str(v) for k, v in asdict(dataset).items()}, indent=2))
     return 0
 
