@@ -20,7 +20,12 @@ the messages meant for it.
   stopped when it opened).
 * Keys: ``!`` stops the line and rolls back to the last good deploy
   (:func:`backend.rollback.request_rollback`: its runner is a process of its own, so
-  closing this dashboard does not stop it); ``esc``/``c`` cancel a rollback in its grace;
+  closing this dashboard does not stop it). First, in the same thread, it asks
+  :func:`backend.migrations.rollback_holds` whether that deploy predates the expand of a
+  migration that is migrating or further along there: if so nothing is requested, and
+  :class:`~tui.widgets.rollback_hold.RollbackHoldModal` says which and waits for ``y`` (roll
+  back anyway: requested with ``despite`` those names) or ``n``/esc (nothing happens);
+  ``esc``/``c`` cancel a rollback in its grace;
   ``R`` resumes the line; ``S`` stops it without rolling back. Each runs in a thread
   worker and says what happened in a toast. A dashboard opened with ``--read-only`` does
   none of them and says so.
@@ -28,6 +33,7 @@ the messages meant for it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING, Literal, NamedTuple
 
@@ -37,6 +43,7 @@ from backend import AndonError
 from backend.models import RUNNING
 
 if TYPE_CHECKING:
+    from backend.migrations import Hold
     from backend.models import Deploy
     from backend.store import Changes
     from backend.store.line import LineState, Rollback
@@ -73,6 +80,16 @@ class LineLoaded(Message):
         super().__init__()
         self.view = view
         self.error = error
+
+
+class HoldsFound(Message):
+    """``!`` found migrations that a rollback of ``env`` to ``target`` would break: ask first."""
+
+    def __init__(self, env: str, target: str, holds: list[Hold]) -> None:
+        super().__init__()
+        self.env = env
+        self.target = target
+        self.holds = holds
 
 
 class LineActed(Message):
@@ -191,7 +208,7 @@ class LineFeed:
             return False
         return True
 
-    def _run(self, job: partial[LineActed]) -> None:
+    def _run(self, job: Callable[[], LineActed | HoldsFound]) -> None:
         def work() -> None:
             try:
                 message = job()
@@ -205,6 +222,20 @@ class LineFeed:
         """``!``: stop the line and roll back to the last good deploy."""
         if self._act():
             self._run(partial(_rollback, self.world, self.screen.env or ""))
+
+    def held(self, message: HoldsFound) -> None:
+        """The rollback ``!`` asked for would break migrations: ask, and roll back only on ``y``."""
+        from tui.widgets.rollback_hold import RollbackHoldModal
+
+        def answered(despite: bool | None) -> None:
+            if despite and self._act():
+                names = tuple(hold.name for hold in message.holds)
+                self._run(partial(_rollback, self.world, message.env, names))
+            elif not despite:
+                self.screen.notify(f"{message.env}: nothing rolled back; the line keeps running", title="Line",
+                                   markup=False)
+
+        self.screen.app.push_screen(RollbackHoldModal(message.env, message.target, message.holds), answered)
 
     def cancel(self) -> bool:
         """``esc``/``c``: cancel the rollback in its grace. False when there is none to cancel (the key does its usual thing)."""
@@ -227,14 +258,23 @@ class LineFeed:
 # -- the actions, in thread workers -------------------------------------------------------------
 
 
-def _rollback(world: World, env: str) -> LineActed:
-    from backend.rollback import request_rollback
+def _rollback(world: World, env: str, despite: tuple[str, ...] = ()) -> LineActed | HoldsFound:
+    """Request the rollback, unless it would break a migration that ``despite`` does not name."""
+    from backend.migrations import rollback_holds
+    from backend.rollback import MigrationHold, request_rollback
     from backend.store.line import RollbackUnderWay
 
+    good = world.log.last_good(env)
+    if good is not None:  # with nothing to roll back to, request_rollback says so
+        holds = [hold for hold in rollback_holds(world, env, good.sha) if hold.name not in despite]
+        if holds:
+            return HoldsFound(env, good.sha, holds)
     try:
-        requested = request_rollback(world, env, world.who(), KEY_REASON)
+        requested = request_rollback(world, env, world.who(), KEY_REASON, despite=despite)
     except RollbackUnderWay as error:
         return LineActed(str(error), "warning")
+    except MigrationHold as error:  # a migration got further along since the look above
+        return HoldsFound(env, error.target.sha, list(error.holds))
     target = requested.rollback
     return LineActed(f"{env}: the line is stopped; rolling back to {target.target_sha[:7]}"
                      + (f" (deploy #{target.target_deploy_id})" if target.target_deploy_id else ""), "warning")

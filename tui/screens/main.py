@@ -31,7 +31,7 @@ from tui.commands import bindings, offered
 from tui.first_screen import PAGE, FirstScreen
 from tui.format import when
 from tui.health_feed import HealthFeed, HealthProbed
-from tui.line_feed import LineActed, LineFeed, LineLoaded
+from tui.line_feed import HoldsFound, LineActed, LineFeed, LineLoaded
 from tui.loading import (
     DeploysLoaded,
     EnvironmentsLoaded,
@@ -273,6 +273,9 @@ class MainScreen(Screen[None]):
     def on_line_acted(self, message: LineActed) -> None:
         self.line.acted(message)
         self.chat.deliver()  # the news this key wrote goes out now, not at the next look
+
+    def on_holds_found(self, message: HoldsFound) -> None:
+        self.line.held(message)  # ! would break a migration: the line asks first
 
     def on_chat_delivered(self, message: ChatDelivered) -> None:
         self.chat.delivered(message)
