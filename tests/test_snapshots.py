@@ -71,3 +71,14 @@ def test_line_stopped_banner_on_a_narrow_terminal(snap_compare, tmp_path: Path) 
 def test_events_screen(snap_compare, tmp_path: Path) -> None:
     assert snap_compare(dashboard(demo_world(tmp_path / "w", line="rolling-back")), terminal_size=SIZE,
                         run_before=events_screen)
+
+
+# -- the migration backlog (b) and the rollback it holds (!) ---------------------------------
+
+
+def test_migrations_screen(snap_compare, tmp_path: Path) -> None:
+    assert snap_compare(dashboard(demo_world(tmp_path / "w")), terminal_size=SIZE, run_before=SCENES["migrations"])
+
+
+def test_rollback_held_by_a_migration(snap_compare, tmp_path: Path) -> None:
+    assert snap_compare(dashboard(demo_world(tmp_path / "w")), terminal_size=SIZE, run_before=SCENES["rollback-held"])

@@ -73,10 +73,26 @@ async def help_screen(pilot: Pilot[None]) -> None:
     await settle(pilot)
 
 
+async def migrations_screen(pilot: Pilot[None]) -> None:
+    """The cleanup backlog (b), the most urgent row selected."""
+    await settle(pilot)
+    await pilot.press("b")
+    await settle(pilot)
+
+
+async def rollback_held(pilot: Pilot[None]) -> None:
+    """Production, ! pressed: users-email-split's expand is in the live deploy only, so the rollback asks first."""
+    await production(pilot)
+    await pilot.press("exclamation_mark")
+    await settle(pilot)
+
+
 SCENES: dict[str, Callable[[Pilot[None]], Awaitable[None]]] = {
     "main": main_screen,
     "deploy-detail": rollback_detail,
     "help": help_screen,
+    "migrations": migrations_screen,
+    "rollback-held": rollback_held,
 }
 
 
@@ -193,7 +209,7 @@ def main(argv: list[str]) -> int:
             world = demo_world(Path(temp) / name)
             asyncio.run(_capture(world, scene, out / f"{name}.svg"))
             print(f"wrote {out / name}.svg")
-        world = empty_world(Path(temp) / "empty")
+        world = empty_world(Path(temp) / "empty")  # the SCENES above include migrations and rollback-held
         asyncio.run(_capture(world, main_screen, out / "empty.svg"))
         print(f"wrote {out / 'empty'}.svg")
         world = demo_world(Path(temp) / "health-down", "down")
