@@ -567,9 +567,77 @@ def message(announcement: Announcement) -> Message | None:
         facts.append(("At", at))
         return Message("warn", f"Forced deploy of {sha} to {where} while the line is stopped, by {who}",
                        tuple(facts))
+    if item.kind == "rollback.held":
+        return _held(announcement, where, who, at, reason)
+    if item.kind == "migration.reminder":
+        return _reminder(announcement)
     # A kind a newer andon announces: said plainly.
     facts += [(_text(key), _text(value)) for key, value in list(detail.items())[:6]]
     return Message("info", f"{_text(item.kind)}: {where}, by {who}", (*facts, ("At", at)))
+
+
+REMINDER_ITEMS = 15  # migrations named in one reminder digest (the rest are counted)
+
+
+def _held(announcement: Announcement, where: str, who: str, at: str, reason: str) -> Message:
+    """``rollback.held``: a migration's expand is not in the rollback's target; nothing ran."""
+    item, detail, deploy = announcement.item, announcement.detail, announcement.deploy
+    automatic = detail.get("automatic") is True
+    target = short(_sha(detail.get("target_sha"))) or "?"
+    holds = [hold for hold in detail.get("holds") or () if isinstance(hold, dict)][:REMINDER_ITEMS]
+    facts = [("Migration", f"{_text(hold.get('name'))}: {_text(hold.get('phase'))} here, its expand "
+                           f"{short(_sha(hold.get('expand'))) or '?'} is not in {target}") for hold in holds]
+    facts.append(("Why held", "the old code cannot read the new shape: nothing was rolled back"))
+    if automatic and deploy is not None:
+        facts.append(("Caused by", describe_deploy(deploy, announcement.subject)))
+    elif reason:
+        facts.append(("Reason", reason))
+    if automatic:
+        facts.append(("Line", "stays stopped until someone resumes it or rolls back"))
+    names = " ".join(f"--despite-migration {_text(hold.get('name'))}" for hold in holds)
+    facts += [("Roll back anyway", f"andon rollback --env {item.env or 'ENV'} {names}"), ("Held at", at)]
+    by = "automatically, after an unhealthy deploy" if automatic else f"requested by {who}"
+    return Message("warn", f"Rollback of {where} to {target} held by a migration, {by}", tuple(facts))
+
+
+def _reminder(announcement: Announcement) -> Message:
+    """``migration.reminder``: one digest of the overdue cleanups (items: name, env, severity, due, next)."""
+    item = announcement.item
+    items = [entry for entry in announcement.detail.get("items") or () if isinstance(entry, dict)]
+    try:
+        now = from_iso(item.at)
+    except (TypeError, ValueError):
+        now = None
+    facts = []
+    for entry in items[:REMINDER_ITEMS]:
+        level = _text(entry.get("severity")) or "overdue"
+        due = entry.get("due")
+        late = _overdue_for(due, now) if isinstance(due, str) else ""
+        what = level + (f", {late}" if late else "") + (f" (due {when(due)[:10]})" if isinstance(due, str) else "")
+        step = _text(entry.get("next")) or "ship the contract (or waive or snooze it: andon migration)"
+        facts.append((f"{_text(entry.get('name'))} in {_text(entry.get('env'))}", f"{what}; next: {step}"))
+    if len(items) > REMINDER_ITEMS:
+        facts.append(("And", f"{len(items) - REMINDER_ITEMS} more (andon migrations)"))
+    count = len(items)
+    tone = "bad" if any(entry.get("severity") == "critical" for entry in items) else "warn"
+    repository = f" in {item.repository}" if item.repository else ""
+    title = f"{count} migration cleanup{'s' if count != 1 else ''} overdue{repository}"
+    return Message(tone, title, (*facts, ("Reminded at", when(item.at))))
+
+
+def _overdue_for(due: str, now: datetime | None) -> str:
+    """``3 days overdue`` (``5 hours overdue`` under a day), or "" when it cannot be told."""
+    try:
+        late = (now - from_iso(due)).total_seconds() if now is not None else -1.0
+    except (TypeError, ValueError):
+        return ""
+    if late < 0:
+        return ""
+    if late < 86400:
+        hours = int(late // 3600)
+        return f"{hours} hour{'s' if hours != 1 else ''} overdue"
+    days = int(late // 86400)
+    return f"{days} day{'s' if days != 1 else ''} overdue"
 
 
 def describe_deploy(deploy: Deploy, subject: str) -> str:

@@ -63,8 +63,10 @@ SKIPPED = "skipped"
 OUTBOX_STATES = (PENDING, DELIVERED, DEAD, DISMISSED, SKIPPED)
 
 # The kinds chat hears of (issue 8): the line stopping and resuming, rollbacks starting and
-# ending, forced deploys, and a deploy that failed or turned out unhealthy.
-ANNOUNCED = frozenset({"line.stopped", "line.resumed", "rollback.started", "rollback.finished", "deploy.forced"})
+# ending, forced deploys, and a deploy that failed or turned out unhealthy; and (issue 9) a
+# rollback a migration held, and the daily digest of overdue migration cleanups.
+ANNOUNCED = frozenset({"line.stopped", "line.resumed", "rollback.started", "rollback.finished", "deploy.forced",
+                       "rollback.held", "migration.reminder"})
 ANNOUNCED_DEPLOY_STATUSES = frozenset({FAILED, UNHEALTHY})
 ERROR_LIMIT = 300  # characters of an error kept and read back
 
