@@ -36,6 +36,8 @@ EXIT_DEPLOY_UNHEALTHY = 4  # andon deploy: the command succeeded, the health ver
 EXIT_LINE_STOPPED = 5  # andon deploy: the line is stopped (refused; --force overrides)
 EXIT_BUSY = 6  # andon deploy: another deploy of the environment still ran when --wait ran out
 EXIT_ROLLBACK_UNDER_WAY = 7  # andon rollback/resume: a rollback is already pending or running
+EXIT_MIGRATION_HOLD = 9  # andon rollback: a migration holds it (--despite-migration NAME overrides)
+EXIT_STEP_REFUSED = 10  # andon migration STEP: not a step the migration can take now
 
 
 class UsageError(AndonError):
@@ -120,9 +122,10 @@ def build_parser() -> Parser:
     status = command("status", "per environment: what is live and what is pending")
     status.add_argument("--json", action="store_true", help="one JSON document")
 
-    from tui import cli_notify
+    from tui import cli_migrations, cli_notify
 
     cli_notify.add_parser(command)
+    cli_migrations.add_parsers(command)
 
     log = command("log", "deploy history with each deploy's commits")
     log.add_argument("--env", help="only this environment")
@@ -159,7 +162,7 @@ _OPENED: list[World] = []  # the worlds this invocation opened: delivered for af
 
 def _world(args: argparse.Namespace) -> World:
     world = resolve_world(args.repo, args.db, args.config)
-    world.reading_only = args.command in (None, "dashboard", "status", "log")
+    world.reading_only = args.command in (None, "dashboard", "status", "log", "migrations")
     if args.command in ANNOUNCING:
         _OPENED.append(world)
     return world
@@ -549,12 +552,26 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
 CHAT_EVERY = 1.0  # seconds between two looks at the outbox in andon watch
 CHAT_STOP_WAIT = 12.0  # seconds andon watch waits at exit for a send in flight (one try is capped at 10)
+REMIND_EVERY = 60.0  # seconds between two looks for overdue migration cleanups in andon watch
 
 
 def _deliver_until(world: World, stop: threading.Event, failed: Callable[[AndonError], None]) -> None:
+    """Chat for andon watch: the outbox each second and, once a minute first, the digest of the
+    overdue migration cleanups (written at most once a day per migration, whoever looks)."""
+    import time
+
+    from backend import migrations
     from backend.notify import deliver_pending
 
+    looked = -REMIND_EVERY
     while not stop.wait(CHAT_EVERY):
+        if time.monotonic() - looked >= REMIND_EVERY:
+            looked = time.monotonic()
+            try:
+                migrations.remind(world, migrations.evaluate(world, evidence=False))
+            except Exception as error:  # noqa: BLE001 - the reminders' trouble must not stop the line's chat
+                failed(error if isinstance(error, AndonError) else
+                       AndonError(f"migration reminders: {type(error).__name__}: {error}"))
         try:
             deliver_pending(world)
         except AndonError as error:
@@ -807,7 +824,22 @@ COMMANDS = {
     "rollback": _later("tui.cli_line", "cmd_rollback"),
     "run-rollback": _later("tui.cli_line", "cmd_run_rollback"),
     "notify": _later("tui.cli_notify", "cmd_notify"),
+    "migrations": _later("tui.cli_migrations", "cmd_migrations"),
+    "migration": _later("tui.cli_migrations", "cmd_migration"),
 }
+
+
+def _exit_code(error: AndonError) -> int:
+    codes: list[tuple[type[AndonError], int]] = [
+        (UsageError, EXIT_USAGE), (LineStopped, EXIT_LINE_STOPPED), (Busy, EXIT_BUSY),
+        (RollbackUnderWay, EXIT_ROLLBACK_UNDER_WAY)]
+    # Errors of modules only some commands import: mapped when loaded (nothing else raised them).
+    for module, name, code in (("backend.rollback", "MigrationHold", EXIT_MIGRATION_HOLD),
+                               ("backend.migrations", "StepRefused", EXIT_STEP_REFUSED)):
+        kind = getattr(sys.modules.get(module), name, None)
+        if kind is not None:
+            codes.append((kind, code))
+    return next((code for kind, code in codes if isinstance(error, kind)), EXIT_ERROR)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -825,9 +857,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 _deliver_news()
     except AndonError as error:
         print(f"andon: error: {clean_line(str(error))}", file=sys.stderr)
-        codes = ((UsageError, EXIT_USAGE), (LineStopped, EXIT_LINE_STOPPED), (Busy, EXIT_BUSY),
-                 (RollbackUnderWay, EXIT_ROLLBACK_UNDER_WAY))
-        return next((code for kind, code in codes if isinstance(error, kind)), EXIT_ERROR)
+        return _exit_code(error)
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
