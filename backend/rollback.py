@@ -26,6 +26,19 @@ stops the action's orphaned process group and records the row ``interrupted``.
 :func:`stop_after_unhealthy` is the automatic stop: ``andon deploy`` calls it when verification
 finds a deploy unhealthy and the environment has ``auto_stop`` (and requests the rollback with
 ``auto_rollback``, honouring the grace so that a person can still cancel it).
+
+**Migrations hold a rollback** (issue 9). A rollback whose target does not contain the expand of a
+migration that is ``migrating`` or later in the environment (:func:`backend.migrations.rollback_holds`)
+would put back code that cannot read the data's new shape. :func:`request_rollback` then raises
+:class:`MigrationHold` (exit 9 on the command line) and writes a ``rollback.held`` event (announced
+in chat); nothing is requested, nothing runs. Naming every holding migration in ``despite`` (``andon
+rollback --despite-migration NAME``, the dashboard's explicit second key) rolls back anyway, and the
+rollback's reason says despite which. The automatic rollback is held the same way: the line stays
+stopped and the event and the ``andon deploy`` line say why. A request that would be refused anyway
+(a rollback under way, this stop already rolled back) is refused as before (exit 7), not held. The
+check reads the last good deploy just before the request's transaction; should the request's own
+choice differ (a deploy recorded in between), that target is checked again before any runner starts,
+and a held one is cancelled.
 """
 
 from __future__ import annotations
@@ -36,9 +49,9 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from backend import AndonError
 from backend.config import Environment, check_environment_name
@@ -51,6 +64,9 @@ from backend.store import StoreError
 from backend.store.line import PENDING, LineState, Rollback, Target
 from backend.text import clean_line, short
 from backend.world import World
+
+if TYPE_CHECKING:
+    from backend.migrations import Hold
 
 # The andon command line, as an argv (never an import: backend does not import tui).
 RUNNER_COMMAND: tuple[str, ...] = (sys.executable, "-m", "tui.cli")
@@ -76,6 +92,17 @@ class AutoStop(NamedTuple):
     line: LineState | None  # the line after (None when the stop itself failed)
     rollback: Requested | None  # auto_rollback: the rollback requested
     error: str = ""  # why the stop or the rollback could not be done
+
+
+class MigrationHold(AndonError):
+    """A rollback held by migrations (exit 9): its target predates the expand of each of ``holds``."""
+
+    def __init__(self, env: str, target: Target, holds: Sequence[Hold]) -> None:
+        self.env, self.target, self.holds = env, target, tuple(holds)
+        to = short(target.sha) + (f" (deploy #{target.deploy_id})" if target.deploy_id else "")
+        # Each hold's message names the migration, its phase, its expand and --despite-migration NAME.
+        super().__init__(f"rollback of {env} to {to} held, nothing runs: "
+                         + "; ".join(clean_line(hold.message) for hold in self.holds))
 
 
 def _rollback_action(world: World, env: str) -> Environment:
@@ -120,21 +147,38 @@ def resolve_target(world: World, env: str, to: str) -> Target:
 
 
 def request_rollback(world: World, env: str, who: str, reason: str = "", to: str | None = None, *,
-                     automatic: bool = False, cause: int | None = None, spawn: bool = True) -> Requested:
+                     automatic: bool = False, cause: int | None = None, spawn: bool = True,
+                     despite: Iterable[str] = ()) -> Requested:
     """Stop the line of ``env``, request its rollback and start the runner (see the module's docstring).
 
     Raises :class:`~backend.store.line.RollbackUnderWay` when one is pending or running (exit 7
-    on the command line), :class:`AndonError` (one line) for anything else: an environment that
-    is not configured or has no action, a ``to`` that is not a deploy of ``env`` nor a commit git
-    has, nothing to roll back to. Nothing is written then. ``cause`` is the deploy whose verdict
-    stopped the line (``automatic``).
+    on the command line), :class:`MigrationHold` when a migration not named in ``despite`` holds
+    it (exit 9; a ``rollback.held`` event is the only thing written), :class:`AndonError` (one
+    line) for anything else: an environment that is not configured or has no action, a ``to``
+    that is not a deploy of ``env`` nor a commit git has, nothing to roll back to. Nothing is
+    written then. ``cause`` is the deploy whose verdict stopped the line (``automatic``).
     """
     settings = _rollback_action(world, env)
     target = resolve_target(world, env, to) if to else None
     reap(world.log, env)  # a rollback whose runner died must not block this one
+    who = who or "unknown"
+    named = frozenset(despite)
+    checked = target if target is not None else world.log.last_good(env)
+    hold = _Check(world, env, who, reason, automatic, cause, named)
+    overridden = hold.check(checked, refused_anyway=_refused_anyway(world, env, to))
+    if overridden:
+        reason = "; ".join(filter(None, [reason, "despite migration " + ", ".join(
+            f"{found.name} ({found.phase}, expand {short(found.expand)})" for found in overridden)]))
     rollback, stopped = world.log.request_rollback(
-        env, who=who or "unknown", reason=reason, grace=settings.rollback_grace_seconds, to=target,
+        env, who=who, reason=reason, grace=settings.rollback_grace_seconds, to=target,
         automatic=automatic, cause=cause)
+    if checked is None or rollback.target_sha != checked.sha:
+        # The log moved between the check and the request: its own target is checked before anything runs.
+        try:
+            hold.check(Target(rollback.target_sha, rollback.target_deploy_id))
+        except MigrationHold:
+            world.log.cancel_rollback(env, who=who)
+            raise
     pid = None
     if spawn:
         try:
@@ -144,6 +188,48 @@ def request_rollback(world: World, env: str, who: str, reason: str = "", to: str
             raise AndonError(f"rollback #{rollback.id} of {env} could not start: {error}; the line stays stopped") \
                 from None
     return Requested(world.log.rollback(rollback.id), stopped, pid)
+
+
+class _Check(NamedTuple):
+    """The migration check of one rollback request (see the module's docstring)."""
+
+    world: World
+    env: str
+    who: str
+    reason: str
+    automatic: bool
+    cause: int | None
+    despite: frozenset[str]
+
+    def check(self, target: Target | None, *, refused_anyway: bool = False) -> list[Hold]:
+        """The holds ``despite`` overrides; raises :class:`MigrationHold` (writing ``rollback.held``)
+        for any other. Nothing to check without a target or for a request refused anyway."""
+        if target is None or refused_anyway:
+            return []
+        from backend.migrations import rollback_holds
+
+        holds = rollback_holds(self.world, self.env, target.sha)
+        held = [hold for hold in holds if hold.name not in self.despite]
+        if not held:
+            return holds
+        error = MigrationHold(self.env, target, held)
+        log = self.world.log
+        with log.immediate() as conn:
+            log.event(conn, "rollback.held", self.env, self.cause, self.who, log.now(), reason=self.reason,
+                      automatic=self.automatic, target_sha=target.sha, target_deploy_id=target.deploy_id,
+                      holds=[{"name": hold.name, "phase": hold.phase, "expand": hold.expand} for hold in held],
+                      message=str(error))
+        raise error
+
+
+def _refused_anyway(world: World, env: str, to: str | None) -> bool:
+    """Whether the log will refuse this request whatever the migrations (exit 7): a rollback is under
+    way, or this stop was rolled back already and no ``to`` asks to go further."""
+    if world.log.active_rollback(env) is not None:
+        return True
+    line = world.log.line(env)
+    return to is None and line.stopped and any(
+        found.status == SUCCEEDED and found.requested_at >= line.since for found in world.log.rollbacks(env))
 
 
 def cancel_rollback(world: World, env: str, who: str) -> Rollback:
@@ -206,7 +292,7 @@ def stop_after_unhealthy(world: World, deploy: Deploy, why: str, settings: Envir
         return AutoStop(stopped, line, None)
     try:
         requested = request_rollback(world, deploy.env, "andon", reason, automatic=True, cause=deploy.id)
-    except AndonError as error:
+    except AndonError as error:  # a MigrationHold too: its rollback.held event says why, in chat as well
         return AutoStop(stopped, line, None, f"no automatic rollback: {error}")
     return AutoStop(stopped, line, requested)
 

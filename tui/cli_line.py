@@ -3,7 +3,8 @@
 :func:`add_parsers` adds them to ``andon``'s parser, given :func:`tui.cli.build_parser`'s
 ``command(name, help)`` factory and ``internal(name, description)`` for the runner (which has no
 help line); the ``cmd_*`` functions run them (:data:`tui.cli.COMMANDS`). Their exit codes are at
-the top of :mod:`tui.cli`: 5 (the line is stopped) and 7 (a rollback is under way).
+the top of :mod:`tui.cli`: 5 (the line is stopped), 7 (a rollback is under way) and 9 (a migration
+holds the rollback: :class:`backend.rollback.MigrationHold`; ``--despite-migration NAME`` overrides).
 """
 
 from __future__ import annotations
@@ -40,12 +41,23 @@ def add_parsers(command: Callable[[str, str], argparse.ArgumentParser],
     rollback.add_argument("--reason", default="", help="why (kept in the log, shown to everyone)")
     rollback.add_argument("--cancel", action="store_true", help="cancel the pending rollback instead (the line stays "
                                                                  "stopped)")
+    rollback.add_argument("--despite-migration", action="append", default=[], metavar="NAME", type=_migration_name,
+                          help="roll back although migration NAME holds it: its expand is not in the target "
+                               "(repeat for each; otherwise exit 9)")
 
     # The detached process that runs a requested rollback (started by andon rollback and the
     # dashboard, not by people): no help line.
     runner = internal("run-rollback", "run a requested rollback (internal)")
     runner.add_argument("--id", type=_positive, required=True)
     runner.add_argument("--detach", action="store_true")
+
+
+def _migration_name(text: str) -> str:
+    from backend.markers import MIGRATION_NAME
+
+    if not MIGRATION_NAME.match(text):
+        raise argparse.ArgumentTypeError(f"{clean_line(text)[:80]!r} is not a migration name")
+    return text
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
@@ -98,7 +110,8 @@ def cmd_rollback(args: argparse.Namespace) -> int:
             _out(f"cancelled rollback #{cancelled.id} of {args.env} ({cancelled.describe()}); nothing runs, the line "
                  f"stays stopped (andon resume --env {args.env})")
             return 0
-        requested = request_rollback(world, args.env, world.who(), clean_line(args.reason).strip(), args.to)
+        requested = request_rollback(world, args.env, world.who(), clean_line(args.reason).strip(), args.to,
+                                     despite=args.despite_migration)
     finally:
         world.close()
     rollback = requested.rollback
