@@ -22,23 +22,10 @@ from typing import Any, NamedTuple
 
 import pytest
 
+from backend.chat import ZWSP, discord_payload, gather, mattermost_payload, message, slack_payload, teams_payload
 from backend.config import Notifier
 from backend.models import to_iso
-from backend.notify import (
-    POLICY,
-    ZWSP,
-    Policy,
-    backoff,
-    deliver_pending,
-    discord_payload,
-    gather,
-    mattermost_payload,
-    message,
-    outbox_report,
-    parse_retry_after,
-    slack_payload,
-    teams_payload,
-)
+from backend.notify import POLICY, Policy, backoff, deliver_pending, outbox_report, parse_retry_after
 from backend.store import DeployLog, holder_id
 from backend.store.outbox import DEAD, DELIVERED, PENDING, SKIPPED
 from tests.test_store_health import T0, Clock

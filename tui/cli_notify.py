@@ -79,6 +79,6 @@ def _messages(count: int) -> str:
 
 
 def _time(stamp: str | None) -> str:
-    from backend.notify import when
+    from backend.chat import when
 
     return when(stamp) if stamp else "-"

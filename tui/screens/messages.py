@@ -2,7 +2,7 @@
 
 One row per outbox row (one event for one receiver, :mod:`backend.store.outbox`): when the
 event happened, its environment, the message's state (``✔ sent``, ``… waiting``, ``✘ dead``),
-the receiver, what the message says (its title, as :func:`backend.notify.message` words it)
+the receiver, what the message says (its title, as :func:`backend.chat.message` words it)
 and, for one that waits or is dead, why. Everything in it came from the log or a
 receiver's answer: plain ``Text``, never markup. Read in a thread worker when the screen
 opens and twice a second while it is open.
@@ -61,7 +61,7 @@ class MessagesActed(Message):
 
 def read_messages(world: World, limit: int = LIMIT) -> list[Row]:
     """The newest outbox rows, worded (blocking: SQLite)."""
-    from backend.notify import gather, message
+    from backend.chat import gather, message
     from backend.store.outbox import DEAD, DELIVERED, PENDING
 
     log = world.log
