@@ -437,32 +437,50 @@ def test_without_a_repository_added_migrations_still_show(tmp_path: Path) -> Non
 # -- the cache -------------------------------------------------------------------------------------
 
 
-def count_git(world: World) -> list[str]:
-    """Record the git subcommands the world's repository runs from now on."""
-    repository = world.history.repository
-    assert repository is not None
-    calls: list[str] = []
-    original = repository.run
+class GitCalls:
+    """The git commands run from now on (every process, whichever layer started it), from GIT_TRACE."""
 
-    def run(args: Any, **kwargs: Any) -> Any:
-        calls.append(next(a for a in args if not a.startswith("-") and "=" not in a))
-        return original(args, **kwargs)
+    def __init__(self, trace: Path) -> None:
+        self.trace = trace
+        self.clear()
 
-    repository.run = run  # type: ignore[method-assign]
-    return calls
+    def clear(self) -> None:
+        self.trace.write_text("")
+
+    def commands(self) -> list[str]:
+        found = []
+        for line in self.trace.read_text().splitlines():
+            _, marker, rest = line.partition("trace: built-in: git ")
+            if marker:
+                found.append(next(word for word in rest.split() if not word.startswith("-")))
+        return found
+
+    def count(self, command: str) -> int:
+        return self.commands().count(command)
+
+    def __contains__(self, command: str) -> bool:
+        return command in self.commands()
 
 
-def test_a_warm_evaluation_runs_no_git_walk_and_a_new_deploy_invalidates_it(setup: Setup) -> None:
+@pytest.fixture
+def git_calls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> GitCalls:
+    trace = tmp_path / "git-trace.txt"
+    monkeypatch.setenv("GIT_TRACE", str(trace))
+    return GitCalls(trace)
+
+
+def test_a_warm_evaluation_runs_no_git_walk_and_a_new_deploy_invalidates_it(setup: Setup, git_calls: GitCalls) -> None:
     expand = expand_commit(setup, at=T0, files={"a.py": "full_name\n"})
     setup.commit("more", "Migration-Refs: full_name", "Migration: users-split expand", at=T0 + HOUR)
     setup.deploy("staging", expand, T0)
-    calls = count_git(setup.world)
+    calls = git_calls
+    calls.clear()
     cold = evaluate(setup.world, now=T0 + HOUR)
     assert "log" in calls and "grep" in calls
     calls.clear()
     warm = evaluate(setup.world, now=T0 + HOUR)
     assert warm == cold
-    assert "log" not in calls and "grep" not in calls and len(calls) <= 2, calls
+    assert "log" not in calls and "grep" not in calls and len(calls.commands()) <= 2, calls.commands()
     setup.deploy("production", expand, T0 + 2 * HOUR)
     calls.clear()
     after = evaluate(setup.world, now=T0 + 3 * HOUR)
@@ -482,7 +500,7 @@ def test_a_cache_entry_that_is_not_ours_is_worked_out_again(setup: Setup) -> Non
 # -- rollbacks -------------------------------------------------------------------------------------
 
 
-def test_rollback_holds_for_a_target_before_the_expand(setup: Setup) -> None:
+def test_rollback_holds_for_a_target_before_the_expand(setup: Setup, git_calls: GitCalls) -> None:
     expand = expand_commit(setup, at=T0)
     later = setup.commit("later", at=T0 + HOUR)
     setup.deploy("staging", setup.base, T0)
@@ -491,7 +509,8 @@ def test_rollback_holds_for_a_target_before_the_expand(setup: Setup) -> None:
     setup.clock.at = T0 + 3 * HOUR
     assert rollback_holds(setup.world, "staging", setup.base) == []  # only expanded: nothing moved yet
     setup.step("progress", "users-split", "staging", T0 + 3 * HOUR, done=1)
-    calls = count_git(setup.world)
+    calls = git_calls
+    calls.clear()
     holds = rollback_holds(setup.world, "staging", setup.base)
     assert "rev-list" not in calls and "log" not in calls  # a deployed target: answered from the cache
     assert [(h.name, h.phase, h.expand) for h in holds] == [("users-split", "migrating", expand)]
@@ -508,14 +527,16 @@ def test_rollback_holds_for_a_target_before_the_expand(setup: Setup) -> None:
     assert "cannot tell" in rollback_holds(setup.world, "staging", "f" * 40)[0].message
 
 
-def test_rollback_holds_with_many_expands_scan_the_target_once(setup: Setup, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_rollback_holds_with_many_expands_scan_the_target_once(setup: Setup, monkeypatch: pytest.MonkeyPatch,
+                                                               git_calls: GitCalls) -> None:
     monkeypatch.setattr("backend.migrations.ASK_GIT_UP_TO", 0)
     expand = expand_commit(setup, at=T0)
     setup.deploy("staging", expand, T0)
     setup.step("progress", "users-split", "staging", T0 + HOUR, done=1)
     other = setup.repo.git("commit-tree", "-m", "x", "-p", setup.base, f"{setup.base}^{{tree}}")
     child = setup.repo.git("commit-tree", "-m", "y", "-p", expand, f"{expand}^{{tree}}")
-    calls = count_git(setup.world)
+    calls = git_calls
+    calls.clear()
     assert [h.name for h in rollback_holds(setup.world, "staging", other[:12])] == ["users-split"]
     assert calls.count("log") == 1 and "rev-list" not in calls
     assert rollback_holds(setup.world, "staging", child) == []
