@@ -1,0 +1,156 @@
+"""Review of issue 9 (the migration-cleanup backlog): defects found, each proved with a real repository,
+a real SQLite log or a real ``andon`` process, and marked ``xfail(strict=True)``: the suite stays green
+while the defect exists and turns red when it is fixed (then remove the mark)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from backend.config import Notifier
+from backend.migrations import evaluate, remind
+from backend.world import World
+from tests.conftest import Repo, raw
+from tests.test_cli import andon, ok
+from tests.test_migrations import DAY, HOUR, T0, Setup, expand_commit
+from tests.test_migrations_cli import Shop
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> Iterator[Setup]:
+    made = Setup(tmp_path)
+    yield made
+    made.world.close()
+
+
+# -- reminders -----------------------------------------------------------------------------------
+
+
+@pytest.mark.xfail(strict=True, reason="the digest is an event of no environment, and Notifier.wants(None) is "
+                                       "True: a receiver limited to staging hears of production's overdue cleanups")
+def test_a_receiver_limited_to_staging_is_not_told_of_overdue_cleanups_in_production(setup: Setup,
+                                                                                        tmp_path: Path) -> None:
+    expand = expand_commit(setup, at=T0)
+    setup.deploy("production", expand, T0)
+    setup.step("progress", "users-split", "production", T0 + HOUR, done=1, total=1)
+    setup.step("finish", "users-split", "production", T0 + HOUR)
+    setup.world.close()
+    staging_only = Notifier("webhook", "HOOK_STAGING", ("staging",))
+    config = setup.world.config._replace(notifiers=(staging_only,))
+    world = World(setup.world.history, config, tmp_path / "deploys.db", setup.clock)
+    try:
+        setup.clock.at = T0 + 20 * DAY  # overdue in production only
+        backlog = evaluate(world)
+        assert backlog.overdue("production") == 1 and backlog.overdue("staging") == 0
+        assert remind(world, backlog) is not None
+    finally:
+        world.close()
+    with raw(tmp_path / "deploys.db") as conn:
+        rows = conn.execute("SELECT count(*) FROM outbox WHERE receiver = ?", (staging_only.key,)).fetchone()
+    assert rows == (0,)  # nothing of production for a staging-only receiver
+
+
+# -- bad input -----------------------------------------------------------------------------------
+
+
+@pytest.mark.xfail(strict=True, reason="_count accepts any int; SQLite's INTEGER stops at 2**63-1, so "
+                                       "migration_step raises OverflowError: a traceback, not one line")
+def test_a_count_too_large_for_the_log_is_one_line_not_a_traceback(repo: Repo) -> None:
+    shop = Shop(repo)
+    ok("migration", "progress", "flags-service", "--env", "production", "--done", "1", cwd=shop.path)
+    before = shop.log_digest()
+    result = andon("migration", "progress", "flags-service", "--env", "production", "--done", "5",
+                   "--total", "99999999999999999999", cwd=shop.path)  # asserts: no traceback
+    assert result.code == 2, result.err
+    assert len(result.err.splitlines()) == 1 and shop.log_digest() == before
+
+
+# -- evidence ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.xfail(strict=True, reason="evidence is searched for every phase but done/ended, and a search "
+                                       "that finds nothing says 'ship the contract?' even while data moves")
+def test_no_old_code_found_while_data_still_moves_does_not_suggest_shipping_the_contract(setup: Setup) -> None:
+    expand = expand_commit(setup, "users-split", T0, "Migration-Refs: User.full_name")
+    setup.deploy("production", expand, T0 + HOUR)
+    setup.step("progress", "users-split", "production", T0 + 2 * HOUR, done=10, total=1000)
+    status = setup.status("users-split", "production", T0 + 2 * HOUR)
+    assert status.phase == "migrating"
+    text = status.evidence.text if status.evidence is not None else ""
+    assert "ship the contract" not in text, text
+
+
+@pytest.mark.xfail(strict=True, reason="git grep finds the line, but migration_facts._search attributes matches "
+                                       "to patterns by 'pattern in match.text', and the text is cut to 500 "
+                                       "characters: a reference further along the line is lost")
+def test_old_code_far_along_a_long_line_still_counts_as_evidence(setup: Setup) -> None:
+    bundle = "var a=" + "1+" * 300 + "legacy_full_name();\n"  # a generated or minified file
+    expand = expand_commit(setup, "users-split", T0, "Migration-Refs: legacy_full_name",
+                           files={"static/bundle.js": bundle})
+    setup.deploy("production", expand, T0 + HOUR)
+    setup.step("progress", "users-split", "production", T0 + 2 * HOUR, done=1, total=1)
+    setup.step("finish", "users-split", "production", T0 + 2 * HOUR)
+    status = setup.status("users-split", "production", T0 + 3 * HOUR)
+    assert status.phase == "cleanup_due" and status.evidence is not None
+    assert status.evidence.count == 1, status.evidence.text  # not "looks cleaned up — ship the contract?"
+
+
+# -- since -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.xfail(strict=True, reason="judge() gives expand_pending the expand commit's date as since, even "
+                                       "when a rollback took a live expand out later: since is not when it "
+                                       "entered the phase")
+def test_since_of_an_expand_rolled_back_is_when_the_rollback_took_it_out(setup: Setup) -> None:
+    expand = expand_commit(setup, at=T0)
+    setup.deploy("staging", expand, T0 + HOUR)
+    assert setup.status("users-split", "staging", T0 + 2 * HOUR).phase == "expanded"
+    setup.deploy("staging", setup.base, T0 + 5 * HOUR)  # a rollback past the expand
+    status = setup.status("users-split", "staging", T0 + 6 * HOUR)
+    assert status.phase == "expand_pending"
+    assert status.since == T0 + 5 * HOUR, status.since
+
+
+# -- the cache ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.xfail(strict=True, reason="the facts cache key is (branch head, succeeded deploys): a 'git fetch' "
+                                       "that brings in a deployed SHA but leaves the branch head where it was "
+                                       "changes neither, so the cached 'not in this clone (git fetch)' answer "
+                                       "and the phases worked out without that deploy stay")
+def test_fetching_a_deployed_commit_that_was_missing_is_seen(setup: Setup, tmp_path: Path) -> None:
+    other = Repo(tmp_path / "other")  # where a hotfix branch was built and deployed from
+    other.git("fetch", "--quiet", str(setup.repo.path), "main:base")
+    other.git("checkout", "--quiet", "-b", "hotfix", "base")
+    other._counter = 10  # file.txt differs from the base's
+    hotfix = other.commit("hotfix: expand", body="Migration: users-split expand",
+                          date=T0.strftime("%Y-%m-%dT%H:%M:%S+00:00"))
+    setup.deploy("production", hotfix, T0 + HOUR)
+    cold = evaluate(setup.world, now=T0 + 2 * HOUR)
+    assert cold.error is not None and "not in this clone" in cold.error
+    setup.repo.git("fetch", "--quiet", str(other.path), "hotfix:hotfix")  # what the error says to do
+    after = evaluate(setup.world, now=T0 + 2 * HOUR)
+    assert after.error is None, after.error
+    found = after.find("users-split", "production")
+    assert found is not None and found.phase == "expanded"
+
+
+# -- repeated steps ----------------------------------------------------------------------------------
+
+
+@pytest.mark.xfail(strict=True, reason="decide() treats a repeated finish/note/snooze/waive/abort as harmless "
+                                       "but not a repeated progress report: the job's last report, retried "
+                                       "after the finish, is refused with exit 10")
+def test_a_migration_job_repeating_its_last_report_after_the_finish_is_harmless(repo: Repo) -> None:
+    shop = Shop(repo)
+    report = ("migration", "progress", "users-email", "--env", "production", "--done", "100", "--total", "100")
+    ok("migration", "progress", "users-email", "--env", "production", "--done", "0", "--total", "100",
+       cwd=shop.path)
+    ok(*report, cwd=shop.path)
+    ok("migration", "finish", "users-email", "--env", "production", cwd=shop.path)
+    before = shop.events("migration.")
+    again = andon(*report, cwd=shop.path)  # the same call, retried (it took effect already)
+    assert again.code == 0, again.err
+    assert shop.events("migration.") == before
