@@ -15,6 +15,7 @@ from types import MappingProxyType
 from typing import Any, NamedTuple
 
 from backend import AndonError
+from backend.freeze import Freeze, parse_freezes
 from backend.text import clean_line
 
 DEFAULT_TIMEOUT = 1800.0
@@ -22,6 +23,12 @@ DEFAULT_HEALTH_INTERVAL = 5.0
 DEFAULT_HEALTH_TIMEOUT = 2.0
 DEFAULT_VERIFY_FAILURES = 3
 DEFAULT_ROLLBACK_GRACE = 5.0  # seconds to cancel a rollback before its action starts
+DEFAULT_STOP_REMINDER = 60.0  # minutes a line may stay stopped before chat is reminded (then once per interval)
+# What a [[notify]] receiver may hear of (``events = [...]``): groups of event kinds. Which
+# events fall in which group is backend/store/outbox.py's (the outbox writes a receiver's row
+# only for the groups it wants). Every successful deploy ("deploys") is off by default.
+NOTIFY_EVENTS = ("stops", "resumes", "rollbacks", "failures", "forced", "holds", "reminders", "deploys")
+DEFAULT_NOTIFY_EVENTS = frozenset(NOTIFY_EVENTS) - {"deploys"}
 NOTIFY_KINDS = ("slack", "mattermost", "discord", "teams", "webhook")
 HTTP_METHODS = ("POST", "PUT", "PATCH")
 # Kinds of migration (``Migration-Kind:``); database is the default. Only database moves data
@@ -82,6 +89,8 @@ class Environment(NamedTuple):
     rollback_grace_seconds: float = DEFAULT_ROLLBACK_GRACE  # cancel window before a rollback runs (0: none)
     auto_stop: bool = True  # a deploy that fails its health verification stops the line
     auto_rollback: bool = False  # ...and rolls back without a person (needs auto_stop)
+    freezes: tuple[Freeze, ...] = ()  # scheduled windows without deploys (backend/freeze.py)
+    stop_reminder_minutes: float = DEFAULT_STOP_REMINDER  # a line stopped this long is recalled in chat (0: never)
 
 
 class Notifier(NamedTuple):
@@ -91,6 +100,7 @@ class Notifier(NamedTuple):
     url_env: str  # NAME of the environment variable holding the webhook URL
     environments: tuple[str, ...] | None = None  # None: every environment
     secret_env: str | None = None  # webhook only: NAME of the variable holding the HMAC key
+    events: frozenset[str] = DEFAULT_NOTIFY_EVENTS  # which news it hears of: groups of NOTIFY_EVENTS
 
     @property
     def key(self) -> str:
@@ -145,10 +155,11 @@ class Config(NamedTuple):
 
 _TOP_KEYS = {"branch", "db", "environments", "migrations", "notify"}
 _MIGRATION_KEYS = ("cleanup_due_days", "soak_hours", "stall_minutes")  # [migrations] and each kind's table
-_ENV_KEYS = {"auto_rollback", "auto_stop", "deploy", "health", "rollback", "rollback_grace_seconds", "timeout",
+_ENV_KEYS = {"auto_rollback", "auto_stop", "deploy", "freeze", "health", "rollback", "rollback_grace_seconds",
+             "stop_reminder_minutes", "timeout",
              "verify_failures", "verify_seconds"}
 _HTTP_ACTION_KEYS = {"body", "headers", "method", "url_env"}
-_NOTIFY_KEYS = {"environments", "kind", "secret_env", "url_env"}
+_NOTIFY_KEYS = {"environments", "events", "kind", "secret_env", "url_env"}
 _CHECK_KEYS = {"degraded_ms", "expect", "headers", "interval", "name", "timeout", "url", "version"}
 # An HTTP header name (RFC 9110 token) and an environment variable name (POSIX, portable).
 HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
@@ -397,10 +408,15 @@ def parse(data: dict[str, Any], path: Path, text: str, prefix: str = "") -> Conf
             switches[switch] = value
         if switches["auto_rollback"] and not switches["auto_stop"]:
             raise fail(f"{key}.auto_rollback", "needs auto_stop = true: a rollback stops the line first")
+        freezes = parse_freezes(raw.get("freeze", []), f"{key}.freeze", fail, _describe)
+        reminder = raw.get("stop_reminder_minutes", DEFAULT_STOP_REMINDER)
+        if not _is_number(reminder) or reminder < 0:
+            raise fail(f"{key}.stop_reminder_minutes",
+                       f"must be a number of minutes (0: no reminder), not {_describe(reminder)}")
         environments[name] = Environment(
             name, actions["deploy"], actions["rollback"], float(timeout),
             health, float(verify_seconds), verify_failures, float(grace),
-            switches["auto_stop"], switches["auto_rollback"],
+            switches["auto_stop"], switches["auto_rollback"], freezes, float(reminder),
         )
     notifiers = _parse_notifiers(data.get("notify", []), environments, fail)
     migrations = _parse_migrations(data.get("migrations", {}), fail)
@@ -500,7 +516,18 @@ def _parse_notifiers(raw: Any, environments: Mapping[str, Environment],
                 if not ENV_NAME.match(env):
                     raise fail(f"{key}.environments", f"names {env!r}, which is not a valid environment name")
             envs = tuple(dict.fromkeys(envs))
-        notifier = Notifier(kind, url_env, envs, secret_env)
+        events = entry.get("events")
+        if events is None:
+            wanted = DEFAULT_NOTIFY_EVENTS
+        else:
+            if not isinstance(events, list) or not all(isinstance(e, str) for e in events):
+                raise fail(f"{key}.events", f'must be a list like ["stops", "rollbacks"], not {_describe(events)}')
+            for event in events:
+                if event not in NOTIFY_EVENTS:
+                    raise fail(f"{key}.events", f"names {clean_line(event)[:40]!r}, which is not a kind of news "
+                                                f"(kinds: {', '.join(NOTIFY_EVENTS)})")
+            wanted = frozenset(events)
+        notifier = Notifier(kind, url_env, envs, secret_env, wanted)
         if notifier.key in taken:
             raise fail(f"{key}.url_env", f"{url_env} is already the {kind} receiver of notify[{taken[notifier.key]}]:"
                                          " each receiver once")

@@ -142,8 +142,8 @@ def test_unknown_key_inside_an_environment_names_the_full_key(tmp_path: Path) ->
     path = write(tmp_path, '[environments.prod]\ndeploy = ["x"]\ntimout = 5\n')
     message = config_error(path)
     assert message.startswith("andon.toml:3: environments.prod.timout is not a known key")
-    assert message.endswith("(known: auto_rollback, auto_stop, deploy, health, rollback, rollback_grace_seconds, "
-                            "timeout, verify_failures, verify_seconds)")
+    assert message.endswith("(known: auto_rollback, auto_stop, deploy, freeze, health, rollback, "
+                            "rollback_grace_seconds, stop_reminder_minutes, timeout, verify_failures, verify_seconds)")
 
 
 @pytest.mark.parametrize(
