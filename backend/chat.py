@@ -257,7 +257,9 @@ def _held(announcement: Announcement, where: str, who: str, at: str, reason: str
 
 
 def _reminder(announcement: Announcement) -> Message:
-    """``migration.reminder``: one digest of the overdue cleanups (items: name, env, severity, due, next)."""
+    """``migration.reminder``: the digest of one environment's overdue cleanups (items: name, env,
+    severity, due, next). A digest of no environment (an older andon's, of every environment) is
+    said as such."""
     item = announcement.item
     items = [entry for entry in announcement.detail.get("items") or () if isinstance(entry, dict)]
     try:
@@ -276,8 +278,9 @@ def _reminder(announcement: Announcement) -> Message:
         facts.append(("And", f"{len(items) - REMINDER_ITEMS} more (andon migrations)"))
     count = len(items)
     tone = "bad" if any(entry.get("severity") == "critical" for entry in items) else "warn"
-    repository = f" in {item.repository}" if item.repository else ""
-    title = f"{count} migration cleanup{'s' if count != 1 else ''} overdue{repository}"
+    env = item.env or "every environment"
+    where = f"{env} ({item.repository})" if item.repository else env
+    title = f"{count} migration cleanup{'s' if count != 1 else ''} overdue in {where}"
     return Message(tone, title, (*facts, ("Reminded at", when(item.at))))
 
 

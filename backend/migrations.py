@@ -421,16 +421,18 @@ def rollback_holds(world: World, env: str, target_sha: str) -> list[Hold]:
     return holds
 
 
-def remind(world: World, backlog: Backlog) -> int | None:
-    """Write one ``migration.reminder`` digest of the overdue and critical cleanups due a reminder.
+def remind(world: World, backlog: Backlog) -> list[int]:
+    """Write the ``migration.reminder`` digests of the overdue and critical cleanups due a reminder:
+    one per environment (an event of that environment, so each receiver hears only of the
+    environments it wants), each item with its next step.
 
     Each (migration, environment) at most once per 24 hours and not while snoozed, decided
     inside ``BEGIN IMMEDIATE`` (:meth:`~backend.store.migrations.MigrationsMixin.remind_migrations`):
-    two andons at once never both send. Returns the event's id, or None when nobody is due.
+    two andons at once never both send. Returns the events' ids (empty when nobody is due).
     """
     now = world.clock()
-    candidates = [Reminder(s.name, s.env, s.severity, _iso(s.due)) for s in backlog.statuses
+    candidates = [Reminder(s.name, s.env, s.severity, _iso(s.due), s.next_step) for s in backlog.statuses
                   if s.severity in (OVERDUE, CRITICAL) and not (s.snoozed_until and s.snoozed_until > now)]
     if not candidates:
-        return None
+        return []
     return world.log.remind_migrations(candidates, who=world.who(), now=now)

@@ -268,7 +268,7 @@ def test_a_snooze_moves_the_reminder_not_the_due_date(setup: Setup) -> None:
     status = setup.status("users-split", "staging", overdue_at)
     assert (status.severity, status.due, status.snoozes, status.snoozed_until) == (
         "overdue", T0 + 14 * DAY, 1, until)
-    assert remind(setup.world, evaluate(setup.world, now=overdue_at)) is None  # snoozed: no reminder
+    assert remind(setup.world, evaluate(setup.world, now=overdue_at)) == []  # snoozed: no reminder
     assert setup.step("snooze", "users-split", "staging", overdue_at, until=until,
                       reason="again").startswith("already snoozed")
     setup.step("snooze", "users-split", "staging", overdue_at, until=until + DAY, reason="longer")
@@ -277,14 +277,15 @@ def test_a_snooze_moves_the_reminder_not_the_due_date(setup: Setup) -> None:
     setup.clock.at = after
     backlog = evaluate(setup.world, now=after)
     assert backlog.find("users-split", "staging").snoozed_until is None  # type: ignore[union-attr]
-    event_id = remind(setup.world, backlog)
-    assert event_id is not None
-    detail = json.loads(next(e for e in setup.world.log.events() if e.id == event_id).detail)
-    assert detail == {"items": [{"name": "users-split", "env": "staging", "severity": "overdue",
-                                 "due": "2026-03-16T09:00:00.000000Z"}]}
-    assert remind(setup.world, backlog) is None  # once a day
+    [event_id] = remind(setup.world, backlog)
+    event = next(e for e in setup.world.log.events() if e.id == event_id)
+    assert event.env == "staging"
+    assert json.loads(event.detail) == {"items": [{
+        "name": "users-split", "env": "staging", "severity": "overdue", "due": "2026-03-16T09:00:00.000000Z",
+        "next": "ship the contract: a commit with 'Migration: users-split contract'"}]}
+    assert remind(setup.world, backlog) == []  # once a day
     setup.clock.at = after + DAY
-    assert remind(setup.world, evaluate(setup.world, now=after + DAY)) is not None
+    assert len(remind(setup.world, evaluate(setup.world, now=after + DAY))) == 1
 
 
 def test_waive_and_abort_are_terminal_and_repeatable(setup: Setup) -> None:
@@ -561,7 +562,7 @@ world = World(History.discover(Path(sys.argv[1])), config, Path(sys.argv[2]), la
 backlog = evaluate(world, now=now)
 while time.time() < float(sys.argv[4]):
     time.sleep(0.001)
-print(remind(world, backlog))
+print(len(remind(world, backlog)))
 world.close()
 """
 
@@ -582,10 +583,10 @@ def test_a_reminder_is_sent_once_by_two_processes_at_once(setup: Setup, tmp_path
     processes = [subprocess.Popen([sys.executable, str(script), str(setup.repo.path), str(setup.world.db_path), now,
                                    str(start)], stdout=subprocess.PIPE, text=True, cwd=root) for _ in range(2)]
     answers = [p.communicate(timeout=60)[0].strip() for p in processes]
-    assert answers.count("None") == 1 and any(a.isdigit() for a in answers), answers
+    assert sorted(answers) == ["0", "2"], answers  # one wrote both digests, the other none
     reminders = [e for e in setup.world.log.events() if e.kind == "migration.reminder"]
-    assert len(reminders) == 1
-    assert sorted(item["env"] for item in json.loads(reminders[0].detail)["items"]) == ["production", "staging"]
+    assert sorted((e.env, tuple(item["env"] for item in json.loads(e.detail)["items"])) for e in reminders) == [
+        ("production", ("production",)), ("staging", ("staging",))]
 
 
 def test_a_broken_deploy_log_is_one_line(setup: Setup, tmp_path: Path) -> None:

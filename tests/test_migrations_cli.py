@@ -310,10 +310,10 @@ def test_two_watchers_send_the_digest_of_overdue_cleanups_once(repo: Repo, recei
         errors = [watcher.communicate(timeout=30)[1].decode() for watcher in watchers]
     assert all("Traceback" not in error for error in errors), errors
     [digest] = _digests(receiver)
-    assert digest["env"] is None
+    assert digest["env"] == "production"
     [item] = digest["detail"]["items"]
     assert (item["name"], item["env"], item["severity"]) == ("flags-service", "production", "critical")
-    assert digest["title"] == f"1 migration cleanup overdue in {shop.path.name}"
+    assert digest["title"] == f"1 migration cleanup overdue in production ({shop.path.name})"
     assert "flags-service in production: critical, 8 days overdue (due " in digest["text"]
     assert "next: ship the contract" in digest["text"]
     assert [kind for kind, _, _ in shop.events("migration.reminder")] == ["migration.reminder"]

@@ -103,20 +103,26 @@ def test_added_migrations_are_added_once(log: DeployLog) -> None:
 def test_a_reminder_names_each_pair_once_a_day_across_connections(log: DeployLog, tmp_path: Path) -> None:
     other = DeployLog.open(tmp_path / "deploys.db", clock=lambda: T0)
     try:
-        due = [Reminder("users", "staging", "overdue", "2026-03-01T09:00:00.000000Z"),
-               Reminder("queue", "production", "critical", None)]
+        due = [Reminder("users", "staging", "overdue", "2026-03-01T09:00:00.000000Z", "ship the\ncontract"),
+               Reminder("queue", "production", "critical", None),
+               Reminder("orders", "staging", "overdue", None, "ship it")]
         first = log.remind_migrations(due, who="watch", now=T0)
-        assert first is not None
-        assert other.remind_migrations(due, who="watch", now=T0 + timedelta(hours=23)) is None
+        assert len(first) == 2
+        assert other.remind_migrations(due, who="watch", now=T0 + timedelta(hours=23)) == []
         events = migration_events(log)
-        assert events == [("migration.reminder", None, {"items": [
-            {"name": "users", "env": "staging", "severity": "overdue", "due": "2026-03-01T09:00:00.000000Z"},
-            {"name": "queue", "env": "production", "severity": "critical", "due": None}]})]
+        # One digest per environment, an event of that environment (a receiver limited to one hears only of it).
+        assert events == [
+            ("migration.reminder", "staging", {"items": [
+                {"name": "users", "env": "staging", "severity": "overdue", "due": "2026-03-01T09:00:00.000000Z",
+                 "next": "ship the contract"},
+                {"name": "orders", "env": "staging", "severity": "overdue", "due": None, "next": "ship it"}]}),
+            ("migration.reminder", "production", {"items": [
+                {"name": "queue", "env": "production", "severity": "critical", "due": None, "next": ""}]})]
         # Snoozed since the caller evaluated: left out, decided inside the transaction.
         other.migration_step("queue", "production",
                              lambda state: Step("", {"snoozed_until": "2026-03-05T00:00:00.000000Z"}), who="bob")
-        assert other.remind_migrations(due, who="watch", now=T0 + timedelta(hours=24)) is not None
-        assert [item["name"] for item in migration_events(log)[-1][2]["items"]] == ["users"]  # type: ignore[union-attr]
+        assert len(other.remind_migrations(due, who="watch", now=T0 + timedelta(hours=24))) == 1
+        assert [item["name"] for item in migration_events(log)[-1][2]["items"]] == ["users", "orders"]  # type: ignore[union-attr]
         assert log.migration_state("users", "staging").reminded_at == "2026-03-03T09:00:00.000000Z"  # type: ignore[union-attr]
     finally:
         other.close()

@@ -161,6 +161,7 @@ class Reminder(NamedTuple):
     env: str
     severity: str
     due: str | None
+    next: str = ""  # what to do about it (Status.next_step, one line)
 
 
 def _time(value: object) -> str | None:
@@ -355,32 +356,36 @@ class MigrationsMixin(LogCore):
 
     @guard
     def remind_migrations(self, candidates: Iterable[Reminder], *, who: str, now: datetime,
-                          every: timedelta = REMIND_EVERY) -> int | None:
-        """Write one ``migration.reminder`` digest naming the candidates that are due one; its event id.
+                          every: timedelta = REMIND_EVERY) -> list[int]:
+        """Write one ``migration.reminder`` digest per environment naming its candidates that are
+        due one; the events' ids (none: nobody due).
 
-        Due: not named by a reminder in the last ``every``, and not snoozed now, both read
-        inside the ``BEGIN IMMEDIATE`` that writes the digest: of two andons deciding at once,
-        the second sees the first one's ``reminded_at`` and sends nothing. None: nobody due.
+        Each digest is an event of its environment, so a receiver limited to some environments
+        (``[[notify]] environments``) hears only of theirs. Due: not named by a reminder in the
+        last ``every``, and not snoozed now, both read inside the ``BEGIN IMMEDIATE`` that writes
+        the digests: of two andons deciding at once, the second sees the first one's
+        ``reminded_at`` and sends nothing.
         """
         at = to_iso(now)
         recent = to_iso(now - every)
         with self.immediate() as conn:
-            items = []
+            by_env: dict[str, list[Reminder]] = {}
             for item in candidates:
                 state = self._migration_state(conn, item.name, item.env)
                 if state is not None and state.reminded_at is not None and state.reminded_at > recent:
                     continue
                 if state is not None and state.snoozed_until is not None and state.snoozed_until > at:
                     continue
-                items.append(item)
-            if not items:
-                return None
-            for item in items:
-                conn.execute("INSERT INTO migration_state (name, env, reminded_at) VALUES (?, ?, ?)"
-                             " ON CONFLICT (name, env) DO UPDATE SET reminded_at = excluded.reminded_at",
-                             (item.name, item.env, at))
-            return self.event(conn, "migration.reminder", None, None, clean_line(who), at,
-                              items=[item._asdict() for item in items])
+                by_env.setdefault(item.env, []).append(item._replace(next=clean_line(item.next)[:300]))
+            written = []
+            for env, items in by_env.items():
+                for item in items:
+                    conn.execute("INSERT INTO migration_state (name, env, reminded_at) VALUES (?, ?, ?)"
+                                 " ON CONFLICT (name, env) DO UPDATE SET reminded_at = excluded.reminded_at",
+                                 (item.name, item.env, at))
+                written.append(self.event(conn, "migration.reminder", env, None, clean_line(who), at,
+                                          items=[item._asdict() for item in items]))
+            return written
 
 
 def parse_time(stamp: str | None) -> datetime | None:
