@@ -56,6 +56,7 @@ from typing import TYPE_CHECKING, NamedTuple
 from backend import AndonError
 from backend.config import Environment, check_environment_name
 from backend.deployer import reap, run_action
+from backend.held import rollback_succeeded
 from backend.live_output import LiveOutput
 from backend.models import FAILED, INTERRUPTED, RUNNING, SUCCEEDED, Deploy
 from backend.processes import alive
@@ -364,7 +365,10 @@ def run_rollback(world: World, rollback_id: int, *, runner: Runner,
         finished = log.finish_action(started.id, status, exit_code=result.exit_code,
                                      output=notes + target + result.output + note)
     world.keep_ranges([finished])
-    return log.rollback(rollback_id)
+    ended = log.rollback(rollback_id)
+    # Succeeded: the commits it took out stay out of the next deploys until reverted or released.
+    rollback_succeeded(world, ended)
+    return ended
 
 
 def stop_running_deploys(world: World, env: str) -> str:

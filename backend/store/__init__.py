@@ -11,10 +11,11 @@ schema steps appended to :data:`MIGRATIONS`.
 
 from __future__ import annotations
 
-from backend.store import deploys, health, leases, line, migrations, outbox, output, ranges
+from backend.store import deploys, health, held, leases, line, migrations, outbox, output, ranges
 from backend.store.core import EVENTS_SCHEMA, Changes, LogCore, Migration, StoreError, create_meta
 from backend.store.deploys import DeploysMixin, ImportResult
 from backend.store.health import HealthMixin
+from backend.store.held import HeldMixin
 from backend.store.leases import Lease, LeasesMixin, holder_id
 from backend.store.line import LineMixin
 from backend.store.migrations import MigrationsMixin
@@ -36,12 +37,13 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(output.SCHEMA),  # running deploys' output as it comes (issue 8), additive
     Migration(line.STARTS),  # processes' start times beside their numbers (reused pids told apart), additive
     Migration(migrations.SCHEMA),  # migrations' reports, added migrations, the evaluation's cache (issue 9), additive
+    Migration(held.SCHEMA),  # commits held after a rollback, releases kept (issue 10), additive
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
 class DeployLog(LineMixin, DeploysMixin, RangesMixin, LeasesMixin, HealthMixin, OutboxMixin, OutputMixin,
-                MigrationsMixin, LogCore):
+                MigrationsMixin, HeldMixin, LogCore):
     """The deploy log at a path: open with :meth:`DeployLog.open`."""
 
     MIGRATIONS = MIGRATIONS

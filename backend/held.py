@@ -1,0 +1,203 @@
+"""Held commits: the commits a rollback took out of an environment stay out (issue 10, part A).
+
+When a rollback's deploy succeeds, :func:`hold_reverted` holds the commits of the deploy it
+reverted in that environment: its release range ``prev_sha..sha`` (:meth:`History.ranges`),
+less what the rollback's target still contains (a rollback ``--to`` a deploy between the two
+took out only the rest). When that range cannot be worked out (a commit gone from the clone,
+git failing), the reverted deploy's own SHA is held all the same and the ``commit.held`` event
+says why (``range_error``).
+
+A held commit stays out of every ``andon deploy`` to that environment (part B's gate calls
+:func:`blocking`; exit 11) until either
+
+* the SHA deployed also contains a commit that reverts it: its message says
+  ``This reverts commit <full sha>`` (as ``git revert`` writes). A revert of that revert puts
+  it back in. A fix that lands on top is not enough: nothing but a revert or a person says so;
+* or a person releases it (:func:`release`: ``andon release SHA --env E --reason TEXT`` or
+  ``u`` on the dashboard). The row is kept, released, with who and why; ``commit.released``.
+
+A revert is per SHA, not a state of the hold: an older SHA without the revert is still refused.
+
+Cost (:func:`blocking`, on the way of every deploy): an environment with nothing held asks no
+git at all (one SQLite read). Otherwise one :meth:`History.contains` batch tells which held
+commits the SHA contains; none: done. Some: ONE ``git log --format=%H%x00%B SHA ^bound...``
+reads the messages of the commits that could revert them. The bound of each hold is the lower
+end of the range it was held from (the reverted deploy's previous SHA, or the commit itself):
+a revert of a held commit descends from it, so cannot be reachable from that bound, and the
+walk covers only what was written since. (Bounding by the held commits themselves would miss
+a revert lying between two held commits, as when a later rollback holds a range that holds
+both a bad commit and its revert.) Nothing is cached: holds, releases and the clone change.
+
+Held rows whose commits were reverted stay held (a read never writes): they cost the
+contains batch of a deploy whose SHA contains them, and are shown until released.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from backend import AndonError
+from backend.history import FULL_SHA
+from backend.models import SUCCEEDED
+from backend.repository import GitError
+from backend.store.held import HeldCommit
+from backend.store.line import Rollback
+from backend.text import clean_line, decode, short
+from backend.world import World
+
+__all__ = ["HeldCommit", "blocking", "held", "hold_reverted", "release"]
+
+REVERTS = re.compile(rb"This reverts commit ([0-9a-f]{40})")
+HEX = re.compile(r"\A[0-9a-fA-F]{4,40}\Z")
+
+
+def held(world: World, env: str) -> list[HeldCommit]:
+    """The commits still held in ``env`` (one SQLite read, no git): the pending panel's marks."""
+    return world.log.held_commits(env)
+
+
+def hold_reverted(world: World, rollback: Rollback) -> list[HeldCommit]:
+    """Hold in the rollback's environment the commits of the deploy it reverted (see the module's
+    docstring); returns those newly held (one ``commit.held`` event for them)."""
+    if rollback.reverts is None:
+        return []
+    log = world.log
+    reverted = log.get(rollback.reverts)
+    if reverted.damaged or not FULL_SHA.match(reverted.sha):
+        return []
+    pair = (reverted.prev_sha, reverted.sha)
+    # What the target still has is not taken out: (target, sha) in the same batch (usually the same pair).
+    out = (rollback.target_sha, reverted.sha) if FULL_SHA.match(rollback.target_sha) else pair
+    found = world.history.ranges(list(dict.fromkeys([pair, out])))
+    taken, still = found[pair], found[out]
+    detail: dict[str, object] = {}
+    if taken.error:
+        subject = next((c.subject for c in still.commits if c.sha == reverted.sha), "") if not still.error else ""
+        commits = [(reverted.sha, subject)]
+        bound = reverted.sha
+        detail["range_error"] = f"{taken.error}; only {short(reverted.sha)}, the deploy's own commit, is held"
+    else:
+        keep = None if still.error or out == pair else {c.sha for c in still.commits}
+        commits = [(c.sha, c.subject) for c in taken.commits if keep is None or c.sha in keep]
+        bound = reverted.prev_sha or reverted.sha
+    if not commits:
+        return []
+    return log.hold_commits(rollback.env, commits, bound=bound, who=rollback.who or "andon",
+                            rollback_id=rollback.id, reverts=reverted.id, **detail)
+
+
+def blocking(world: World, env: str, sha: str) -> list[HeldCommit]:
+    """The held commits of ``env`` that ``sha`` contains and does not revert (released ones are
+    not held): what refuses a deploy of ``sha``. See the module's docstring for the cost.
+
+    :class:`GitError` (one line) when git cannot say (``sha`` is not a commit in this clone).
+    """
+    holds = world.log.held_commits(env)
+    if not holds:
+        return []
+    history = world.history
+    answers = history.contains([(hold.sha, sha) for hold in holds])
+    inside = [hold for hold in holds if answers.get((hold.sha, sha))]
+    if any(answer is None for answer in answers.values()) and history.resolve_many([sha])[sha] is None:
+        # contains() says None for a commit the clone lacks: a held one gone is not in sha, but sha must be there.
+        raise GitError(f"cannot check the commits held in {env}: {clean_line(sha)[:80]!r} is not a commit in "
+                       "this clone")
+    if not inside:
+        return []
+    reverted = _reverted(world, sha, inside)
+    return [hold for hold in inside if hold.sha not in reverted]
+
+
+def _reverted(world: World, sha: str, holds: Sequence[HeldCommit]) -> set[str]:
+    """Which of ``holds`` a commit in ``sha``'s history reverts (one ``git log``, oldest first)."""
+    repository = world.history.repository
+    if repository is None:
+        return set()
+    bounds = sorted({hold.bound for hold in holds if FULL_SHA.match(hold.bound)})
+    revisions = f"{sha}\n" + "".join(f"^{bound}\n" for bound in bounds)
+    done = repository.run(["log", "-z", "--topo-order", "--reverse", "--format=%H%x00%B", "--stdin"],
+                          stdin=revisions.encode())
+    wanted = {hold.sha for hold in holds}
+    reverted: set[str] = set()
+    # A revert -> (the held commit it concerns, whether it takes it out): a revert of a revert puts it back.
+    undoes: dict[str, tuple[str, bool]] = {}
+    fields = done.stdout.split(b"\x00")
+    for index in range(0, len(fields) - 1, 2):
+        commit = decode(fields[index]).strip()
+        for match in REVERTS.finditer(fields[index + 1]):
+            target = match.group(1).decode()
+            if target in wanted:
+                effect = (target, True)
+            elif target in undoes:
+                effect = (undoes[target][0], not undoes[target][1])
+            else:
+                continue
+            undoes[commit] = effect
+            (reverted.add if effect[1] else reverted.discard)(effect[0])
+    return reverted
+
+
+def resolve_held(world: World, env: str, text: str) -> tuple[str, HeldCommit | None]:
+    """The full SHA ``text`` names and its hold in ``env`` (None: not held). A SHA or a unique
+    prefix of a held commit needs no git (it may be gone from the clone); anything else is
+    resolved by git. :class:`AndonError` (one line) when it names no commit."""
+    value = text.strip()
+    shown = clean_line(value)[:60]
+    holds = world.log.held_commits(env)
+    if HEX.match(value):
+        matching = [hold for hold in holds if hold.sha.startswith(value.lower())]
+        if len(matching) == 1:
+            return matching[0].sha, matching[0]
+        if len(matching) > 1:
+            raise AndonError(f"{shown!r} names several commits held in {env} ("
+                             + ", ".join(hold.short_sha for hold in matching[:5]) + "): give more of the SHA")
+    if not value or value.startswith("-"):
+        raise AndonError(f"{shown!r} is not a commit")
+    try:
+        full = world.history.resolve_many([value])[value] if world.history.root is not None else None
+    except GitError as error:
+        raise AndonError(f"cannot resolve {shown!r}: {error}") from None
+    if full is None:
+        raise AndonError(f"{shown!r} is not a commit in this clone, nor one held in {env}")
+    return full, next((hold for hold in holds if hold.sha == full), None)
+
+
+def release(world: World, env: str, sha: str, who: str, reason: str) -> str:
+    """A person releases a held commit of ``env``: deploys may ship it again. One line saying what
+    happened; releasing a commit not held (never, or released already) is harmless and says so.
+
+    :class:`AndonError` (one line): an environment neither configured nor ever held in, an empty
+    reason, a SHA that names no commit (a held one gone from the clone is named by its SHA).
+    """
+    from backend.config import check_environment_name
+
+    check_environment_name(env)
+    reason = clean_line(reason).strip()
+    if not reason:
+        raise AndonError("a release needs a reason: why may this commit ship again?")
+    if env not in world.config.environments and env not in world.log.environments() \
+            and not world.log.held_commits(env):
+        known = ", ".join(world.environments()) or "none"
+        raise AndonError(f"unknown environment {env!r} (known: {known})")
+    full, hold = resolve_held(world, env, sha)
+    if hold is None:
+        return f"{short(full)} is not held in {env}: nothing to release"
+    released = world.log.release_commit(env, full, who=who or "unknown", reason=reason)
+    if released is None:
+        return f"{short(full)} is not held in {env} any more: nothing to release"
+    left = len(world.log.held_commits(env))
+    about = f" ({released.subject})" if released.subject else ""
+    return (f"released {short(full)}{about} in {env}: deploys may ship it again"
+            + (f"; {left} commit{'s' if left != 1 else ''} still held there" if left else ""))
+
+
+def rollback_succeeded(world: World, rollback: Rollback) -> list[HeldCommit]:
+    """What :func:`backend.rollback.run_rollback` calls once the rollback's deploy ended: holds the
+    reverted commits when it succeeded. Never raises: the rollback is done whatever this says."""
+    if rollback.status != SUCCEEDED:
+        return []
+    try:
+        return hold_reverted(world, rollback)
+    except AndonError:
+        return []  # the log cannot be written: nothing else could record it either
