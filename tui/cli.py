@@ -156,7 +156,7 @@ def _seconds(text: str) -> float:
 
 # Commands whose writes may be news for chat: after one, this process delivers what is due
 # (backend.notify; the outbox rows were written with the events, so the action never waited).
-ANNOUNCING = frozenset({"deploy", "record", "stop", "resume", "rollback", "run-rollback"})
+ANNOUNCING = frozenset({"deploy", "record", "stop", "resume", "rollback", "run-rollback", "release"})
 _OPENED: list[World] = []  # the worlds this invocation opened: delivered for after the command
 
 
@@ -823,6 +823,7 @@ COMMANDS = {
     "resume": _later("tui.cli_line", "cmd_resume"),
     "rollback": _later("tui.cli_line", "cmd_rollback"),
     "run-rollback": _later("tui.cli_line", "cmd_run_rollback"),
+    "release": _later("tui.cli_line", "cmd_release"),
     "notify": _later("tui.cli_notify", "cmd_notify"),
     "migrations": _later("tui.cli_migrations", "cmd_migrations"),
     "migration": _later("tui.cli_migrations", "cmd_migration"),

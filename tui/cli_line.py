@@ -1,4 +1,4 @@
-"""``andon stop``, ``resume``, ``rollback`` and ``run-rollback``: the line's commands.
+"""``andon stop``, ``resume``, ``rollback``, ``release`` and ``run-rollback``: the line's commands.
 
 :func:`add_parsers` adds them to ``andon``'s parser, given :func:`tui.cli.build_parser`'s
 ``command(name, help)`` factory and ``internal(name, description)`` for the runner (which has no
@@ -44,6 +44,11 @@ def add_parsers(command: Callable[[str, str], argparse.ArgumentParser],
     rollback.add_argument("--despite-migration", action="append", default=[], metavar="NAME", type=_migration_name,
                           help="roll back although migration NAME holds it: its expand is not in the target "
                                "(repeat for each; otherwise exit 9)")
+
+    release = command("release", "release a commit held after a rollback: deploys to the environment may ship it again")
+    release.add_argument("sha", metavar="SHA", help="the held commit (a SHA, or any revision naming it)")
+    release.add_argument("--env", required=True, help="the environment it is held in")
+    release.add_argument("--reason", required=True, help="why it may ship again (kept in the log, shown to everyone)")
 
     # The detached process that runs a requested rollback (started by andon rollback and the
     # dashboard, not by people): no help line.
@@ -120,6 +125,25 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     _out(f"{line} rollback #{rollback.id} of {args.env} {rollback.describe()}; it runs at "
          f"{when_seconds(rollback.run_at)} UTC" + (f", in {grace:g}s unless cancelled (andon rollback --cancel "
                                                     f"--env {args.env})" if grace > 0 else ""))
+    return 0
+
+
+def cmd_release(args: argparse.Namespace) -> int:
+    """``andon release SHA --env E --reason TEXT`` (backend.held.release): one line, 0 also when it was not held."""
+    from backend.held import release
+
+    check_environment_name(args.env)
+    reason = clean_line(args.reason).strip()
+    if not reason:
+        raise UsageError("--reason must say why the commit may ship again")
+    if not args.sha.strip():
+        raise UsageError("SHA is empty: name the held commit")
+    world = _world(args)
+    try:
+        said = release(world, args.env, args.sha, world.who(), reason)
+    finally:
+        world.close()
+    _out(said)
     return 0
 
 
