@@ -29,8 +29,9 @@ while the expand is live and the migration is not finished (``expanded``, ``migr
 a soaked ``cleanup_due``; also ``done`` flagged ``contract_before_finish``, so the job
 still moving data can report it and clear the flag); ``snooze`` in ``expanded``,
 ``migrating`` and ``cleanup_due``; ``waive`` and ``abort`` before ``done``. A step that
-already took effect (the same finish, note, snooze, waive or abort again) is harmless:
-"already ...", nothing written.
+already took effect (the same finish, note, snooze, waive or abort again, or after the finish
+the last progress report again, as a job retrying it sends it) is harmless: "already ...",
+nothing written. A progress report with other values after the finish is refused.
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ EXPAND_ROLLED_BACK = "expand_rolled_back"
 FLAGS = (CONTRACT_BEFORE_FINISH, EXPAND_ROLLED_BACK)
 
 ACTIONS = ("progress", "finish", "note", "snooze", "waive", "abort", "add")
+MAX_COUNT = 2**63 - 1  # the largest done or total the log holds (SQLite's INTEGER)
 RATE_SAMPLES = 12  # the newest progress reports the rate is worked out from
 
 
@@ -192,6 +194,11 @@ def decide(action: str, name: str, env: str, judgement: Judgement, state: Migrat
     # A step that already took effect is harmless, whatever the phase says now.
     if action == "finish" and state.finished_at is not None:
         return Step(f"already finished: {where} at {when(state.finished_at)} UTC")
+    if (action == "progress" and state.finished_at is not None and done == state.done
+            and (total is None or total == state.total)):
+        # The job's last report again (a retry after the finish): it took effect before the finish.
+        shown = f"{done}" + (f" of {state.total}" if state.total is not None else "")
+        return Step(f"already finished: {where} at {when(state.finished_at)} UTC ({shown} recorded); nothing changed")
     if action == "note" and state.note and state.note == text:
         return Step(f"already noted on {where}")
     if action == "snooze" and until is not None and state.snoozed_until == to_iso(until):

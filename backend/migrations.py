@@ -33,6 +33,7 @@ from backend.migration_rules import (
     CRITICAL,
     DONE,
     DUE_SOON,
+    MAX_COUNT,
     MIGRATING,
     OVERDUE,
     PHASES,
@@ -297,6 +298,9 @@ def apply(world: World, action: str, name: str, env: str | None, *, who: str, do
     if action == "progress":
         if done is None or done < 0:
             raise AndonError(f"--done must be a number of at least 0, not {done}")
+        for option, count in (("--done", done), ("--total", total)):
+            if count is not None and count > MAX_COUNT:
+                raise AndonError(f"{option} must be at most {MAX_COUNT} (what the deploy log holds)")
         if total is not None and total < done:
             raise AndonError(f"--total {total} is less than --done {done}")
     elif action == "snooze":

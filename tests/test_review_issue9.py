@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from backend import AndonError
 from backend.config import Notifier
 from backend.migrations import evaluate, remind
 from backend.world import World
@@ -56,16 +57,29 @@ def test_a_receiver_limited_to_staging_is_not_told_of_overdue_cleanups_in_produc
 # -- bad input -----------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="_count accepts any int; SQLite's INTEGER stops at 2**63-1, so "
-                                       "migration_step raises OverflowError: a traceback, not one line")
 def test_a_count_too_large_for_the_log_is_one_line_not_a_traceback(repo: Repo) -> None:
     shop = Shop(repo)
     ok("migration", "progress", "flags-service", "--env", "production", "--done", "1", cwd=shop.path)
     before = shop.log_digest()
-    result = andon("migration", "progress", "flags-service", "--env", "production", "--done", "5",
-                   "--total", "99999999999999999999", cwd=shop.path)  # asserts: no traceback
-    assert result.code == 2, result.err
-    assert len(result.err.splitlines()) == 1 and shop.log_digest() == before
+    for done, total in (("5", "99999999999999999999"), (str(2**63), None)):
+        result = andon("migration", "progress", "flags-service", "--env", "production", "--done", done,
+                       *(("--total", total) if total else ()), cwd=shop.path)  # asserts: no traceback
+        assert result.code == 2, result.err
+        assert len(result.err.splitlines()) == 1 and "at most 9223372036854775807" in result.err, result.err
+        assert shop.log_digest() == before
+    largest = str(2**63 - 1)  # what the log holds is taken
+    ok("migration", "progress", "flags-service", "--env", "production", "--done", "5", "--total", largest,
+       cwd=shop.path)
+
+
+def test_a_count_too_large_for_the_log_is_refused_by_apply_too(setup: Setup) -> None:
+    expand = expand_commit(setup, at=T0)
+    setup.deploy("production", expand, T0)
+    for done, total in ((5, 2**63), (2**63, None)):
+        with pytest.raises(AndonError) as refused:
+            setup.step("progress", "users-split", "production", T0 + HOUR, done=done, total=total)
+        assert "\n" not in str(refused.value) and "at most" in str(refused.value)
+    assert [e for e in setup.world.log.events() if e.kind.startswith("migration.")] == []
 
 
 # -- evidence ----------------------------------------------------------------------------------------
@@ -141,9 +155,6 @@ def test_fetching_a_deployed_commit_that_was_missing_is_seen(setup: Setup, tmp_p
 # -- repeated steps ----------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="decide() treats a repeated finish/note/snooze/waive/abort as harmless "
-                                       "but not a repeated progress report: the job's last report, retried "
-                                       "after the finish, is refused with exit 10")
 def test_a_migration_job_repeating_its_last_report_after_the_finish_is_harmless(repo: Repo) -> None:
     shop = Shop(repo)
     report = ("migration", "progress", "users-email", "--env", "production", "--done", "100", "--total", "100")
@@ -154,4 +165,12 @@ def test_a_migration_job_repeating_its_last_report_after_the_finish_is_harmless(
     before = shop.events("migration.")
     again = andon(*report, cwd=shop.path)  # the same call, retried (it took effect already)
     assert again.code == 0, again.err
+    assert again.out.startswith("already finished: users-email in production"), again.out
+    assert ok("migration", "progress", "users-email", "--env", "production", "--done", "100",
+              cwd=shop.path).out.startswith("already finished")  # the same count, the total as stored
+    assert shop.events("migration.") == before
+    for other in (("--done", "99", "--total", "100"), ("--done", "100", "--total", "200")):
+        refused = andon("migration", "progress", "users-email", "--env", "production", *other, cwd=shop.path)
+        assert refused.code == 10, (other, refused.err)  # a different report after the finish is still refused
+        assert "allowed now:" in refused.err
     assert shop.events("migration.") == before

@@ -8,9 +8,10 @@ Migration jobs call ``andon migration progress`` every few seconds, so this modu
 nothing heavy at the top; :mod:`backend.migrations` is imported when a command runs.
 
 **Arguments** are checked before the log is opened, each mistake one line with exit 2: a
-migration name that breaks the rule, a count that is not a whole number of at least 0, a
-``--total`` below ``--done``, an ``--until`` that is not a time or is not in the future, an
-empty ``--reason`` or note, ``--read-only`` with a step. ``--until`` takes an ISO date
+migration name that breaks the rule, a count that is not a whole number of at least 0 (and at
+most 2**63-1, what the log holds), a ``--total`` below ``--done``, an ``--until`` that is not a
+time or is not in the future, an empty ``--reason`` or note, ``--read-only`` with a step.
+``--until`` takes an ISO date
 (``2026-12-01``: midnight UTC), an ISO time (``2026-12-01T09:00``, UTC unless it has a zone)
 or a span from now (``36h``, ``3d``, ``2w``). An unknown environment or migration is exit 1, a
 step the migration cannot take now (:class:`~backend.migrations.StepRefused`) exit 10, naming
@@ -104,6 +105,9 @@ def _name(text: str) -> str:
     return text
 
 
+MAX_COUNT = 2**63 - 1  # backend.migration_rules.MAX_COUNT (not imported: nothing heavy at the top)
+
+
 def _count(text: str) -> int:
     try:
         value = int(text)
@@ -111,6 +115,9 @@ def _count(text: str) -> int:
         raise argparse.ArgumentTypeError(f"must be a whole number, not {clean_line(text)[:40]!r}") from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
+    if value > MAX_COUNT:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_COUNT} (what the deploy log holds), "
+                                         f"not {clean_line(text)[:40]}")
     return value
 
 
