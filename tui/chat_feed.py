@@ -9,6 +9,10 @@ at once after one of its own keys wrote news (a stop, a rollback, a resume). Its
 look waits :data:`CHAT_DELAY` after the first frame: the first delivery imports httpx and
 builds the TLS context (0.2-0.3 s, in the worker's thread, never on the screen's loop).
 
+Every :data:`~backend.line_reminder.REMIND_EVERY` seconds the same worker first writes the
+reminders of a line stopped for long (:func:`backend.line_reminder.remind`: of several andons
+looking at once, one writes each), so they go out with that look.
+
 A message that a receiver refused for good (a dead letter) is a toast, once, naming the
 receiver and why; the messages screen (``m``, :mod:`tui.screens.messages`) lists what went
 out, what waits and what is dead, and retries or puts aside the dead ones.
@@ -16,6 +20,7 @@ out, what waits and what is dead, and retries or puts aside the dead ones.
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 
 from textual.message import Message
@@ -47,6 +52,7 @@ class ChatFeed:
         self.world = screen.world
         self.dead_seen: set[int] | None = None  # outbox ids known dead (None: not looked yet)
         self._again = False  # a delivery was asked for while one ran
+        self._reminded: float | None = None  # time.monotonic() of the last look for stopped-line reminders
         self.report: Report | None = None
 
     @property
@@ -75,9 +81,13 @@ class ChatFeed:
         screen.run_worker(self._deliver, thread=True, group="chat", exit_on_error=False)
 
     def _deliver(self) -> None:
+        from backend import line_reminder
         from backend.notify import deliver_pending
 
         try:
+            if self._reminded is None or time.monotonic() - self._reminded >= line_reminder.REMIND_EVERY:
+                self._reminded = time.monotonic()
+                line_reminder.remind(self.world)
             report = deliver_pending(self.world)
         except AndonError as error:
             self.screen.post_message(ChatDelivered(None, str(error)))

@@ -557,14 +557,22 @@ REMIND_EVERY = 60.0  # seconds between two looks for overdue migration cleanups 
 
 def _deliver_until(world: World, stop: threading.Event, failed: Callable[[AndonError], None]) -> None:
     """Chat for andon watch: the outbox each second and, once a minute first, the digest of the
-    overdue migration cleanups (written at most once a day per migration, whoever looks)."""
+    overdue migration cleanups (written at most once a day per migration, whoever looks); every
+    half minute, the reminders of a line stopped for long (backend.line_reminder)."""
     import time
 
-    from backend import migrations
+    from backend import line_reminder, migrations
     from backend.notify import deliver_pending
 
     looked = -REMIND_EVERY
+    stopped_looked = -line_reminder.REMIND_EVERY
     while not stop.wait(CHAT_EVERY):
+        if time.monotonic() - stopped_looked >= line_reminder.REMIND_EVERY:
+            stopped_looked = time.monotonic()
+            try:
+                line_reminder.remind(world)
+            except AndonError as error:
+                failed(error)
         if time.monotonic() - looked >= REMIND_EVERY:
             looked = time.monotonic()
             try:

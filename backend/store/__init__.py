@@ -11,7 +11,7 @@ schema steps appended to :data:`MIGRATIONS`.
 
 from __future__ import annotations
 
-from backend.store import deploys, health, held, leases, line, migrations, outbox, output, ranges
+from backend.store import deploys, health, held, leases, line, migrations, outbox, output, ranges, reminders
 from backend.store.core import EVENTS_SCHEMA, Changes, LogCore, Migration, StoreError, create_meta
 from backend.store.deploys import DeploysMixin, ImportResult
 from backend.store.health import HealthMixin
@@ -22,6 +22,7 @@ from backend.store.migrations import MigrationsMixin
 from backend.store.outbox import OutboxItem, OutboxMixin
 from backend.store.output import OutputMixin, Streamed
 from backend.store.ranges import RangesMixin
+from backend.store.reminders import RemindersMixin
 
 # Applied in this order, once each, never edited; append only. ``breaking=True`` for a
 # step older andons must not write past (see core's docstring).
@@ -38,12 +39,13 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(line.STARTS),  # processes' start times beside their numbers (reused pids told apart), additive
     Migration(migrations.SCHEMA),  # migrations' reports, added migrations, the evaluation's cache (issue 9), additive
     Migration(held.SCHEMA),  # commits held after a rollback, releases kept (issue 10), additive
+    Migration(reminders.SCHEMA),  # reminders of a line stopped for long, once per interval (issue 10), additive
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
 class DeployLog(LineMixin, DeploysMixin, RangesMixin, LeasesMixin, HealthMixin, OutboxMixin, OutputMixin,
-                MigrationsMixin, HeldMixin, LogCore):
+                MigrationsMixin, HeldMixin, RemindersMixin, LogCore):
     """The deploy log at a path: open with :meth:`DeployLog.open`."""
 
     MIGRATIONS = MIGRATIONS
