@@ -23,6 +23,22 @@ The dashboard and the command line do the same three things, through these funct
 If the runner is killed (even SIGKILL), the next andon to look (:func:`backend.deployer.reap`)
 stops the action's orphaned process group and records the row ``interrupted``.
 
+**Never blocked by what it fixes.** A rollback goes through a stopped line, a freeze, held
+commits and red health: none of them is asked. Its ``rollback.requested`` and
+``rollback.started`` events say what it went past (detail ``ignored``: ``"line stopped"``,
+``"freeze: REASON"``, ``"held commits"``, ``"unhealthy"``, as applies; :func:`ignored`).
+
+**Verified like a deploy.** When the environment has health checks and ``verify_seconds > 0``,
+the runner watches health after a rollback action that succeeded (:func:`backend.verify.verify`,
+the rollback's row ``running`` meanwhile, so that nobody resumes the line under it), without a
+state before: a rollback is there to bring health back, so every check counts. The row then
+finishes ``succeeded`` (the action did what it was asked: the old code is back, and this stop
+counts as rolled back), and when health did not come back a ``rollback.unhealthy`` event (deploy:
+the rollback's row; detail: why, checks, rollback_id, target_sha; announced in chat) says so:
+the line stays stopped and **no second automatic rollback follows in this stop** (the log refuses
+any rollback without ``--to`` once this stop was rolled back:
+:meth:`backend.store.line.LineMixin.request_rollback`). A person decides.
+
 :func:`stop_after_unhealthy` is the automatic stop: ``andon deploy`` calls it when verification
 finds a deploy unhealthy and the environment has ``auto_stop`` (and requests the rollback with
 ``auto_rollback``, honouring the grace so that a person can still cancel it).
@@ -58,7 +74,7 @@ from backend.config import Environment, check_environment_name
 from backend.deployer import reap, run_action
 from backend.held import rollback_succeeded
 from backend.live_output import LiveOutput
-from backend.models import FAILED, INTERRUPTED, RUNNING, SUCCEEDED, Deploy
+from backend.models import DEGRADED, DOWN, FAILED, INTERRUPTED, RUNNING, SUCCEEDED, UNHEALTHY, Deploy
 from backend.processes import alive
 from backend.runner import STOP_GRACE, RunError, Runner
 from backend.store import StoreError
@@ -68,6 +84,7 @@ from backend.world import World
 
 if TYPE_CHECKING:
     from backend.migrations import Hold
+    from backend.verify import Verdict
 
 # The andon command line, as an argv (never an import: backend does not import tui).
 RUNNER_COMMAND: tuple[str, ...] = (sys.executable, "-m", "tui.cli")
@@ -172,7 +189,7 @@ def request_rollback(world: World, env: str, who: str, reason: str = "", to: str
             f"{found.name} ({found.phase}, expand {short(found.expand)})" for found in overridden)]))
     rollback, stopped = world.log.request_rollback(
         env, who=who, reason=reason, grace=settings.rollback_grace_seconds, to=target,
-        automatic=automatic, cause=cause)
+        automatic=automatic, cause=cause, ignored=ignored(world, env, settings))
     if checked is None or rollback.target_sha != checked.sha:
         # The log moved between the check and the request: its own target is checked before anything runs.
         try:
@@ -337,7 +354,7 @@ def run_rollback(world: World, rollback_id: int, *, runner: Runner,
         log.end_rollback(rollback_id, FAILED, f"environment {env!r} has no rollback or deploy action any more")
         return log.rollback(rollback_id)
     notes = stop_running_deploys(world, env)
-    started = log.start_rollback_deploy(rollback_id, me)
+    started = log.start_rollback_deploy(rollback_id, me, ignored=ignored(world, env, settings))
     target = f"[andon: rolling {env} back to {short(started.sha)}" + (
         f", reverting deploy #{started.reverts}" if started.reverts else "") + "]\n"
     # Every dashboard shows the output as it comes (the row's final output is written at the end).
@@ -362,13 +379,74 @@ def run_rollback(world: World, rollback_id: int, *, runner: Runner,
         else:
             status = SUCCEEDED if result.exit_code == 0 else FAILED
             note = ""
-        finished = log.finish_action(started.id, status, exit_code=result.exit_code,
-                                     output=notes + target + result.output + note)
+        output = notes + target + result.output + note
+        verdict = None
+        if status == SUCCEEDED and settings.verify_seconds > 0 and settings.health:
+            verdict, output = _verify(world, started, settings, output, live.write, on_output, interrupted)
+        # Health did not come back: said in the transaction that ends the rollback.
+        news = [("rollback.unhealthy", {"why": verdict.reason, "checks": list(verdict.failing),
+                                        "rollback_id": rollback_id, "target_sha": started.sha})
+                ] if verdict is not None and verdict.status == UNHEALTHY else []
+        finished = log.finish_action(started.id, status, exit_code=result.exit_code, output=output, news=news)
     world.keep_ranges([finished])
     ended = log.rollback(rollback_id)
     # Succeeded: the commits it took out stay out of the next deploys until reverted or released.
     rollback_succeeded(world, ended)
     return ended
+
+
+def ignored(world: World, env: str, settings: Environment) -> list[str]:
+    """What a rollback of ``env`` goes past now, for its events (see the module's docstring)."""
+    from backend.freeze import frozen
+
+    found = []
+    if world.log.line(env).stopped:
+        found.append("line stopped")
+    window = frozen(settings.freezes, world.clock())
+    if window is not None:
+        found.append(f"freeze: {clean_line(window.reason)}" if window.reason else "freeze")
+    if _holds_commits(world, env):
+        found.append("held commits")
+    health = world.log.health_state(env)
+    if health is not None and health[0] in (DOWN, DEGRADED):
+        found.append("unhealthy")
+    return found
+
+
+def _holds_commits(world: World, env: str) -> bool:
+    from backend.held import held
+
+    return bool(held(world, env))
+
+
+def _verify(world: World, started: Deploy, settings: Environment, output: str, live: Callable[[str], None],
+            on_output: Callable[[str], None] | None,
+            interrupted: Callable[[], str | None]) -> tuple[Verdict, str]:
+    """Watch health after the rollback's action (see the module's docstring): the verdict, and the
+    row's output with the verification's lines. A stop or a broken log ends the row first."""
+    from backend.verify import verify
+
+    lines: list[str] = []
+
+    def say(text: str) -> None:
+        lines.append(text)
+        live(text)
+        if on_output is not None:
+            try:
+                on_output(text)
+            except Exception:  # noqa: BLE001 - a failing display must not fail the rollback
+                pass
+
+    if output and not output.endswith("\n"):
+        say("\n")
+    try:
+        verdict = verify(world, started, settings, say=say, interrupted=interrupted)
+    except BaseException as error:
+        text = str(error).splitlines()[0] if str(error) else type(error).__name__
+        world.log.finish_action(started.id, SUCCEEDED, exit_code=0,
+                                output=output + "".join(lines) + f"[andon: verification stopped: {text}]\n")
+        raise
+    return verdict, output + "".join(lines)
 
 
 def stop_running_deploys(world: World, env: str) -> str:

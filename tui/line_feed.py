@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Literal, NamedTuple
 from textual.message import Message
 
 from backend import AndonError
-from backend.models import RUNNING
+from backend.models import RUNNING, SUCCEEDED
 
 if TYPE_CHECKING:
     from backend.migrations import Hold
@@ -68,6 +68,7 @@ class LineView(NamedTuple):
     rollback: Rollback | None = None
     progress: Deploy | None = None
     elsewhere: tuple[LineState, ...] = ()  # the other environments whose line is stopped
+    unhealthy: str | None = None  # the rollback succeeded but health did not come back: why (rollback.unhealthy)
 
     @property
     def stopped(self) -> frozenset[str]:
@@ -116,7 +117,8 @@ def read_line(world: World, env: str) -> LineView:
     if progress is not None and progress.status == RUNNING:
         progress = progress._replace(output=log.streamed_tail(progress.id))
     elsewhere = tuple(other for name, other in log.lines().items() if name != env and other.stopped)
-    return LineView(env, line, rollback, progress, elsewhere)
+    unhealthy = log.still_unhealthy(progress.id) if progress is not None and progress.status == SUCCEEDED else None
+    return LineView(env, line, rollback, progress, elsewhere, unhealthy)
 
 
 class LineFeed:

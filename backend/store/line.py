@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
@@ -531,12 +532,17 @@ class LineMixin(DeploysMixin):
         return self.get(deploy_id)
 
     @guard
-    def finish_action(self, deploy_id: int, status: str, *, exit_code: int | None, output: str) -> Deploy:
-        """Finish a running deploy row and, when it is a rollback's, the rollback, in one transaction."""
+    def finish_action(self, deploy_id: int, status: str, *, exit_code: int | None, output: str,
+                      news: Sequence[tuple[str, Mapping[str, Any]]] = ()) -> Deploy:
+        """Finish a running deploy row and, when it is a rollback's, the rollback, in one transaction;
+        ``news``: more events about it (kind, detail) in that transaction (``rollback.unhealthy``)."""
         now = self.now()
         with self.immediate() as conn:
             if not self._end(conn, deploy_id, status, exit_code, output, now):
                 raise StoreError(f"deploy #{deploy_id} is not running")
+            env = cell_text(conn.execute("SELECT env FROM deploys WHERE id = ?", (deploy_id,)).fetchone()[0])
+            for kind, detail in news:
+                self.event(conn, kind, env, deploy_id, "andon", now, **detail)
         return self.get(deploy_id)
 
     # -- rollbacks ---------------------------------------------------------------------
@@ -544,12 +550,13 @@ class LineMixin(DeploysMixin):
     @guard
     def request_rollback(self, env: str, *, who: str, reason: str, grace: float, to: Target | None = None,
                          automatic: bool = False, cause: int | None = None, runner_pid: int | None = None,
-                         ) -> tuple[Rollback, bool]:
+                         ignored: Sequence[str] = ()) -> tuple[Rollback, bool]:
         """Stop the line of ``env`` and request its rollback, to ``to`` or :meth:`last_good`.
 
         One transaction: raises :class:`RollbackUnderWay` when one is pending or running,
         :class:`AndonError` when there is nothing to roll back or no good deploy to go to.
         Returns the rollback and whether this request stopped the line (False: it was stopped).
+        ``ignored``: what it goes past (:func:`backend.rollback.ignored`), in its event.
         """
         who, reason = clean_line(who), clean_line(reason)
         moment = self._clock()
@@ -592,7 +599,7 @@ class LineMixin(DeploysMixin):
             rollback_id = int(cursor.lastrowid or 0)
             self.event(conn, "rollback.requested", env, reverts, who, now, reason=reason,
                        target_deploy_id=to.deploy_id, target_sha=to.sha, reverts=reverts, run_at=run_at,
-                       rollback_id=rollback_id, automatic=automatic)
+                       rollback_id=rollback_id, automatic=automatic, ignored=[clean_line(item) for item in ignored])
         return self.rollback(rollback_id), stopped
 
     @guard
@@ -636,9 +643,10 @@ class LineMixin(DeploysMixin):
         return self.rollback(rollback_id) if updated else None
 
     @guard
-    def start_rollback_deploy(self, rollback_id: int, pid: int | None = None) -> Deploy:
+    def start_rollback_deploy(self, rollback_id: int, pid: int | None = None, *,
+                              ignored: Sequence[str] = ()) -> Deploy:
         """The running rollback's own deploy row (trigger ``rollback``), with ``deploy.started``
-        and ``rollback.started``."""
+        and ``rollback.started`` (``ignored``: what it goes past, in that event)."""
         now = self.now()
         with self.immediate() as conn:
             row = conn.execute(f"SELECT {_ROLLBACK_COLUMNS} FROM rollbacks WHERE id = ?", (rollback_id,)).fetchone()
@@ -654,7 +662,8 @@ class LineMixin(DeploysMixin):
             self.event(conn, "deploy.started", found.env, deploy_id, found.who, now, sha=found.target_sha,
                        prev_sha=prev, trigger="rollback")
             self.event(conn, "rollback.started", found.env, deploy_id, found.who, now, target_sha=found.target_sha,
-                       reverts=found.reverts, rollback_id=rollback_id)
+                       reverts=found.reverts, rollback_id=rollback_id,
+                       ignored=[clean_line(item) for item in ignored])
         return self.get(deploy_id)
 
     @guard

@@ -3,7 +3,9 @@
 Two lines for the environment shown. The first says that the line is stopped, by whom,
 since when and why; the second what the rollback is doing: counting down its grace (with the keys that cancel
 it), running (for how long, and the last line of its output), or how it ended; the line
-stays stopped until a person resumes it. A stopped line of another environment adds a
+stays stopped until a person resumes it. A rollback that succeeded but did not bring health
+back (``rollback.unhealthy``) says so in capitals: andon will not roll back again in this
+stop, a person decides. A stopped line of another environment adds a
 line ("Also stopped: ..."); when only other environments' lines are stopped, the banner
 says which, and how to show them. Everything that came from the log (names,
 reasons, output) is plain ``Content``, never markup.
@@ -91,6 +93,11 @@ def describe(view: LineView, now: datetime, *, read_only: bool = False) -> tuple
         return first, second, "rolling"
     ended = when(rollback.finished_at) if rollback.finished_at else ""
     at = f" at {ended[11:]}" if len(ended) == 16 else ""  # the time of day: the first line says which day
+    if rollback.status == SUCCEEDED and view.unhealthy is not None:
+        why = f" ({view.unhealthy})" if view.unhealthy else ""
+        return first, (f"✘ ROLLED BACK to {target}{at} — STILL UNHEALTHY{why}. andon will not roll back again: "
+                       f"a person decides (roll back further, fix forward, or resume{'' if read_only else ' (R)'})."), \
+            "failed"
     if rollback.status == SUCCEEDED:
         return first, f"✔ Rolled back to {target}{at}. The line stays stopped{resume}.", "stopped"
     if rollback.status == CANCELLED:
