@@ -209,6 +209,8 @@ def message(announcement: Announcement) -> Message | None:
         if status == FAILED and type(detail.get("exit_code")) is int:
             facts.append(("Exit code", str(detail["exit_code"])))
         facts.append(("Finished at", at))
+        if status == SUCCEEDED:  # told only to receivers that want "deploys"
+            return Message("good", f"Deployed {sha} to {where}, by {who}", tuple(facts))
         verdict = "unhealthy (its health verification failed)" if status == UNHEALTHY else status or "failed"
         return Message("bad", f"Deploy of {sha} to {where} {verdict}, by {who}", tuple(facts))
     if item.kind == "deploy.forced":
@@ -227,6 +229,8 @@ def message(announcement: Announcement) -> Message | None:
         return _held(announcement, where, who, at, reason)
     if item.kind == "migration.reminder":
         return _reminder(announcement)
+    if item.kind in NEWS:
+        return NEWS[item.kind](announcement, where, who, at)
     # A kind a newer andon announces: said plainly.
     facts += [(_text(key), _text(value)) for key, value in list(detail.items())[:6]]
     return Message("info", f"{_text(item.kind)}: {where}, by {who}", (*facts, ("At", at)))
@@ -254,6 +258,81 @@ def _held(announcement: Announcement, where: str, who: str, at: str, reason: str
     facts += [("Roll back anyway", f"andon rollback --env {item.env or 'ENV'} {names}"), ("Held at", at)]
     by = "automatically, after an unhealthy deploy" if automatic else f"requested by {who}"
     return Message("warn", f"Rollback of {where} to {target} held by a migration, {by}", tuple(facts))
+
+
+def _rollback_unhealthy(announcement: Announcement, where: str, who: str, at: str) -> Message:
+    """``rollback.unhealthy``: the rollback ran, health did not come back; no second automatic rollback."""
+    item, detail, deploy = announcement.item, announcement.detail, announcement.deploy
+    target = short(deploy.sha) if deploy else short(_sha(detail.get("target_sha"))) or "?"
+    checks = ", ".join(_text(check) for check in detail.get("checks") or () if isinstance(check, str))
+    facts = [("Why", _text(detail.get("why")) or "its health verification failed")]
+    if checks:
+        facts.append(("Checks down", checks))
+    if announcement.reverted is not None:
+        facts.append(("Reverted", describe_deploy(announcement.reverted, announcement.reverted_subject)))
+    if deploy is not None:
+        facts.append(("Rollback", f"deploy #{deploy.id} by {_text(deploy.who) or 'someone'}"))
+    env = item.env or "ENV"
+    facts += [("Line", "stays stopped: andon does not roll back again by itself in this stop"),
+              ("A person decides", f"roll back further (andon rollback --env {env} --to DEPLOY-ID), fix forward, "
+                                   "or resume"),
+              ("At", at)]
+    return Message("bad", f"Rolled back {where} to {target}, still unhealthy: a person decides", tuple(facts))
+
+
+def _line_reminder(announcement: Announcement, where: str, who: str, at: str) -> Message:
+    """``line.reminder``: the line has been stopped for ``minutes`` (once per stop_reminder_minutes)."""
+    item, detail = announcement.item, announcement.detail
+    minutes = detail.get("minutes")
+    long = _duration(minutes) if isinstance(minutes, int | float) and not isinstance(minutes, bool) else "a while"
+    facts = [("Stopped by", _text(detail.get("stopped_by")) or "someone"),
+             ("Reason", _text(detail.get("reason")) or "none given")]
+    stopped_at = detail.get("stopped_at")
+    if isinstance(stopped_at, str):
+        facts.append(("Stopped at", when(stopped_at)))
+    facts += [("Until", f"someone resumes it (andon resume --env {item.env or 'ENV'}); nothing deploys meanwhile"),
+              ("Reminded at", at)]
+    return Message("warn", f"Line still stopped: {where}, for {long}", tuple(facts))
+
+
+def _duration(minutes: float) -> str:
+    """``125`` as ``2 h 5 min``."""
+    whole = max(0, int(minutes))
+    return f"{whole // 60} h {whole % 60} min" if whole >= 60 else f"{whole} min"
+
+
+def _commit_held(announcement: Announcement, where: str, who: str, at: str) -> Message:
+    """``commit.held``: a rollback took these commits out; deploys that contain them are refused."""
+    item, detail = announcement.item, announcement.detail
+    shas = [sha for sha in detail.get("shas") or () if isinstance(sha, str)]
+    subjects = [subject if isinstance(subject, str) else "" for subject in detail.get("subjects") or ()]
+    facts = [("Held", short(_sha(sha)) + (f" “{_text(subjects[n])}”" if n < len(subjects) and subjects[n] else ""))
+             for n, sha in enumerate(shas[:REMINDER_ITEMS])]
+    told = detail.get("count")
+    count = told if isinstance(told, int) and not isinstance(told, bool) else len(shas)
+    if count > len(facts):
+        facts.append(("And", f"{count - len(facts)} more"))
+    if announcement.reverted is not None:
+        facts.append(("Rolled back", describe_deploy(announcement.reverted, announcement.reverted_subject)))
+    facts += [("Until", f"each is reverted (git revert) or released (andon release SHA --env {item.env or 'ENV'} "
+                        "--reason TEXT)"), ("Held at", at)]
+    plural = "s" if count != 1 else ""
+    return Message("warn", f"{count} commit{plural} held out of {where} after a rollback", tuple(facts))
+
+
+def _commit_released(announcement: Announcement, where: str, who: str, at: str) -> Message:
+    """``commit.released``: a person let a held commit be deployed again."""
+    detail = announcement.detail
+    sha = short(_sha(detail.get("sha"))) or "?"
+    facts = (("Reason", _text(detail.get("reason")) or "none given"), ("Released at", at))
+    return Message("info", f"Commit {sha} released in {where}, by {who}: it may be deployed again", facts)
+
+
+# Issue 10's kinds: each has its wording (every title names the environment and the repository).
+NEWS: dict[str, Callable[[Announcement, str, str, str], Message]] = {
+    "rollback.unhealthy": _rollback_unhealthy, "line.reminder": _line_reminder,
+    "commit.held": _commit_held, "commit.released": _commit_released,
+}
 
 
 def _reminder(announcement: Announcement) -> Message:

@@ -2,8 +2,10 @@
 
 **Written with the event.** A log is told its receivers (the ``[[notify]]`` tables of the
 configuration) with :meth:`OutboxMixin.announce_to`; :meth:`~backend.store.core.LogCore.event`
-then adds one outbox row per receiver that wants the event's environment, for the kinds that
-are announced (:func:`announced`), inside the writer's own transaction. So a message exists if
+then adds one outbox row per receiver that wants the event's environment and its group of news
+(:func:`group`, :data:`GROUPS`; a receiver's ``events``, by default every group but
+``deploys``), for the kinds that are announced (:func:`announced`), inside the writer's own
+transaction. So a message exists if
 and only if its event does (a transaction rolled back leaves neither), a crash between writing
 an event and sending its message loses nothing, and writing an event costs one insert per
 receiver: a rollback never waits on chat. A log opened without receivers announces nothing.
@@ -34,7 +36,7 @@ from datetime import datetime
 from typing import Any, NamedTuple
 
 from backend.config import Notifier
-from backend.models import FAILED, UNHEALTHY, to_iso
+from backend.models import FAILED, SUCCEEDED, UNHEALTHY, to_iso
 from backend.store.core import LogCore, StoreError, clean_detail, guard
 from backend.text import cell_text, clean_line
 
@@ -62,18 +64,35 @@ DISMISSED = "dismissed"
 SKIPPED = "skipped"
 OUTBOX_STATES = (PENDING, DELIVERED, DEAD, DISMISSED, SKIPPED)
 
-# The kinds chat hears of (issue 8): the line stopping and resuming, rollbacks starting and
-# ending, forced deploys, and a deploy that failed or turned out unhealthy; and (issue 9) a
-# rollback a migration held, and the daily digest of overdue migration cleanups.
-ANNOUNCED = frozenset({"line.stopped", "line.resumed", "rollback.started", "rollback.finished", "deploy.forced",
-                       "rollback.held", "migration.reminder"})
-ANNOUNCED_DEPLOY_STATUSES = frozenset({FAILED, UNHEALTHY})
+# The kinds chat hears of, by group of news (backend.config.NOTIFY_EVENTS: a receiver's
+# ``events`` names groups): the line stopping and resuming (issue 8), rollbacks starting,
+# ending, held by a migration (issue 9) or not bringing health back (issue 10), forced
+# deploys, commits held after a rollback and released, reminders (overdue migration cleanups,
+# a line stopped for long), and deploy.finished by its status (below).
+GROUPS: dict[str, str] = {
+    "line.stopped": "stops", "line.resumed": "resumes",
+    "rollback.started": "rollbacks", "rollback.finished": "rollbacks", "rollback.held": "rollbacks",
+    "rollback.unhealthy": "rollbacks", "deploy.forced": "forced",
+    "commit.held": "holds", "commit.released": "holds",
+    "migration.reminder": "reminders", "line.reminder": "reminders",
+}
+DEPLOY_GROUPS = {FAILED: "failures", UNHEALTHY: "failures", SUCCEEDED: "deploys"}  # deploy.finished by status
+ANNOUNCED = frozenset(GROUPS)
+ANNOUNCED_DEPLOY_STATUSES = frozenset(DEPLOY_GROUPS)
 ERROR_LIMIT = 300  # characters of an error kept and read back
 
 
+def group(kind: str, detail: Mapping[str, Any]) -> str | None:
+    """The group of news an event of ``kind`` with ``detail`` belongs to; None: not announced."""
+    if kind == "deploy.finished":
+        status = detail.get("status")
+        return DEPLOY_GROUPS.get(status) if isinstance(status, str) else None
+    return GROUPS.get(kind)
+
+
 def announced(kind: str, detail: Mapping[str, Any]) -> bool:
-    """Whether an event of ``kind`` with ``detail`` is told to the receivers."""
-    return kind in ANNOUNCED or (kind == "deploy.finished" and detail.get("status") in ANNOUNCED_DEPLOY_STATUSES)
+    """Whether an event of ``kind`` with ``detail`` is told to the receivers that want its group."""
+    return group(kind, detail) is not None
 
 
 class OutboxItem(NamedTuple):
@@ -142,10 +161,11 @@ class OutboxMixin(LogCore):
 
     def _announce(self, conn: sqlite3.Connection, event_id: int, kind: str, env: str | None, at: str,
                   detail: Mapping[str, Any]) -> None:
-        if not self._receivers or not announced(kind, detail):
+        news = group(kind, detail) if self._receivers else None
+        if news is None:
             return
         rows = [(event_id, receiver.key, self._repository, at, at)
-                for receiver in self._receivers if receiver.wants(env)]
+                for receiver in self._receivers if receiver.wants(env) and news in receiver.events]
         if rows:
             conn.executemany("INSERT INTO outbox (event_id, receiver, repository, next_at, created_at)"
                              " VALUES (?, ?, ?, ?, ?)", rows)
