@@ -632,6 +632,17 @@ class History:
         :class:`GitError` (one line) when ``rev`` is not a commit in this clone or
         git fails.
         """
+        return [match for match, _ in self._grep(patterns, rev, limit, fixed)]
+
+    def grep_holding(self, patterns: Iterable[str], rev: str, *,
+                     limit: int = GREP_LIMIT) -> list[tuple[GrepMatch, tuple[str, ...]]]:
+        """:meth:`grep` for fixed strings, each line with the patterns it holds: looked for in
+        the whole line as git read it, not in the text kept (cut and cleaned)."""
+        wanted = list(dict.fromkeys(patterns))
+        return [(match, tuple(p for p in wanted if p and p in line))
+                for match, line in self._grep(wanted, rev, limit, True)]
+
+    def _grep(self, patterns: Iterable[str], rev: str, limit: int, fixed: bool) -> list[tuple[GrepMatch, str]]:
         wanted = [p for p in dict.fromkeys(patterns) if p and "\n" not in p and "\x00" not in p]
         if self.root is None:
             raise GitError("cannot search files: not in a git repository")
@@ -663,18 +674,18 @@ class History:
         return _grep_matches(done.stdout, sha, limit)
 
 
-def _grep_matches(output: bytes, sha: str, limit: int) -> list[GrepMatch]:
-    """``git grep -z -n`` output as matches: paths hold no NUL, a line's text no newline."""
+def _grep_matches(output: bytes, sha: str, limit: int) -> list[tuple[GrepMatch, str]]:
+    """``git grep -z -n`` output as matches, each with its whole line: paths hold no NUL, a line's text no newline."""
     fields = decode(output).split("\x00")
     prefix = f"{sha}:"
-    matches: list[GrepMatch] = []
+    matches: list[tuple[GrepMatch, str]] = []
     head = fields[0] if fields else ""
     for index in range(1, len(fields) - 1, 2):
         number, rest = fields[index], fields[index + 1]
         text, _, following = rest.partition("\n")
         path = head.removeprefix(prefix)
         if number.isdigit():
-            matches.append(GrepMatch(clean_line(path), int(number), clean_line(text[:GREP_TEXT_LIMIT])))
+            matches.append((GrepMatch(clean_line(path), int(number), clean_line(text[:GREP_TEXT_LIMIT])), text))
             if len(matches) >= limit:
                 break
         head = following

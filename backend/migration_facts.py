@@ -12,7 +12,9 @@
   live one is named in ``Known.error``).
 * :func:`evidence`: every ``Migration-Refs`` pattern searched for with one ``git grep`` at
   the branch head (another for the patterns a search that reached its limit may have
-  starved), lines attributed to patterns here.
+  starved), lines attributed to patterns here. Found nothing, it says "no old-shape code
+  found yet"; :func:`for_phase` makes that "looks cleaned up — ship the contract?" in
+  ``cleanup_due`` only (before, data may still be moving).
 
 **Cache.** Both are kept in the log (:meth:`~backend.store.migrations.MigrationsMixin.keep_migration_cache`):
 the markers and live-since times (``facts``) and the tips' masks of expand bits, for
@@ -37,10 +39,12 @@ from backend.models import from_iso, to_iso
 from backend.text import clean_line, short
 from backend.world import World
 
-CACHE_VERSION = "1"  # part of every cache key: a change to what is kept makes old entries unreadable
+CACHE_VERSION = "2"  # part of every cache key: a change to what is kept makes old entries unreadable
 EVIDENCE_LIMIT = 1000  # lines one git grep returns at most
 PLACES_SHOWN = 3  # places named in an evidence text
 PLACES_KEPT = 20  # places kept in Evidence.places
+NOTHING_FOUND = "no old-shape code found yet"  # before the cleanup is due: data may still be moving
+CLEANED_UP = "looks cleaned up — ship the contract?"  # in cleanup_due only
 
 
 @dataclass(frozen=True)
@@ -212,11 +216,12 @@ def _search(history: History, patterns: Sequence[str], head: str) -> dict[str, t
     short_lists: set[str] = set()
     todo = list(patterns)
     while todo:
-        matches = history.grep(todo, head, limit=EVIDENCE_LIMIT)
+        # Attributed by what git read (the whole line), not the text kept: that is cut and cleaned.
+        matches = history.grep_holding(todo, head, limit=EVIDENCE_LIMIT)
         new = False
-        for match in matches:
-            for pattern in todo:
-                if pattern in match.text:
+        for match, held in matches:
+            for pattern in held:
+                if pattern in found:
                     found[pattern].append(match)
                     new = True
         if len(matches) < EVIDENCE_LIMIT or not new:
@@ -259,6 +264,14 @@ def evidence(world: World, head: str | None, wanted: Mapping[str, tuple[str, ...
             text = (f"old code still referenced in {'at least ' if more else ''}{count} place{'s' * (count != 1)}: "
                     f"{named}{' …' if count > PLACES_SHOWN or more else ''}")
         else:
-            text = "looks cleaned up — ship the contract?"
+            text = NOTHING_FOUND
         evidence[name] = Evidence(tuple(places[:PLACES_KEPT]), count, text)
     return evidence, None
+
+
+def for_phase(found: Evidence, cleanup_due: bool) -> Evidence:
+    """The evidence as said of a (migration, environment) in its phase: finding no old code
+    suggests the contract only once the cleanup is due (before, data may still be moving)."""
+    if found.count == 0 and cleanup_due:
+        return Evidence(found.places, 0, CLEANED_UP)
+    return found

@@ -10,7 +10,8 @@ into a :class:`Backlog`, by the rules of :mod:`backend.migration_rules` (also th
 What git says (the markers, when each expand and contract went live, the code search) is
 worked out and cached by :mod:`backend.migration_facts`; warm, no history walk runs.
 
-**Evidence** is searched for the migrations that are not done or ended. A migration added with ``andon migration add`` counts as expand-live from its add time in
+**Evidence** is searched for the migrations that are not done or ended; "looks cleaned up —
+ship the contract?" is said only in ``cleanup_due`` (before, "no old-shape code found yet"). A migration added with ``andon migration add`` counts as expand-live from its add time in
 the environments it named (all configured ones when none was named); it has no expand
 commit, so :func:`rollback_holds` cannot hold a rollback for it.
 """
@@ -246,7 +247,8 @@ def _status(migration: _Migration, env: str, judgement: Judgement, rules: Migrat
     snoozed = parse_time(state.snoozed_until) if state else None
     marked = migration.marked
     expand = marked.expand[0] if marked and marked.expand else None
-    shown = evidence if phase not in TERMINAL else None
+    shown = (migration_facts.for_phase(evidence, phase == CLEANUP_DUE)
+             if evidence is not None and phase not in TERMINAL else None)
     return Status(
         name=migration.name, kind=migration.kind, env=env, phase=phase, since=since, due=due, severity=level,
         progress=progress, stalled=is_stalled, snoozes=state.snoozes if state else 0,

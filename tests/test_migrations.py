@@ -403,7 +403,7 @@ def test_evidence_from_git_grep_at_the_branch_head(setup: Setup) -> None:
     assert status.evidence is not None and status.evidence.count == 2
     assert status.evidence.text == "old code still referenced in 2 places: app/models/user.py:41, app/views.py:1"
     assert status.next_step.startswith("run the migration")
-    assert setup.status("queue-move", "staging", T0 + HOUR).evidence.text == "looks cleaned up — ship the contract?"
+    assert setup.status("queue-move", "staging", T0 + HOUR).evidence.text == "no old-shape code found yet"
     setup.step("finish", "users-split", "staging", T0 + HOUR)
     assert setup.status("users-split", "staging", T0 + 2 * HOUR).next_step.startswith("remove the old code (2 places)")
     setup.commit("drop", at=T0 + 2 * HOUR, files={"app/models/user.py": "class User:\n", "app/views.py": "\n"})

@@ -85,31 +85,40 @@ def test_a_count_too_large_for_the_log_is_refused_by_apply_too(setup: Setup) -> 
 # -- evidence ----------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="evidence is searched for every phase but done/ended, and a search "
-                                       "that finds nothing says 'ship the contract?' even while data moves")
 def test_no_old_code_found_while_data_still_moves_does_not_suggest_shipping_the_contract(setup: Setup) -> None:
     expand = expand_commit(setup, "users-split", T0, "Migration-Refs: User.full_name")
+    pending = setup.status("users-split", "production", T0 + HOUR)
+    assert (pending.phase, pending.evidence.text) == ("expand_pending", "no old-shape code found yet")
     setup.deploy("production", expand, T0 + HOUR)
+    expanded = setup.status("users-split", "production", T0 + HOUR)
+    assert (expanded.phase, expanded.evidence.text) == ("expanded", "no old-shape code found yet")
     setup.step("progress", "users-split", "production", T0 + 2 * HOUR, done=10, total=1000)
     status = setup.status("users-split", "production", T0 + 2 * HOUR)
     assert status.phase == "migrating"
     text = status.evidence.text if status.evidence is not None else ""
-    assert "ship the contract" not in text, text
+    assert text == "no old-shape code found yet", text
+    assert "contract" not in status.next_step, status.next_step
+    setup.step("finish", "users-split", "production", T0 + 3 * HOUR)
+    due = setup.status("users-split", "production", T0 + 3 * HOUR)
+    assert (due.phase, due.evidence.text) == ("cleanup_due", "looks cleaned up — ship the contract?")
+    assert due.next_step.startswith("ship the contract")
 
 
-@pytest.mark.xfail(strict=True, reason="git grep finds the line, but migration_facts._search attributes matches "
-                                       "to patterns by 'pattern in match.text', and the text is cut to 500 "
-                                       "characters: a reference further along the line is lost")
 def test_old_code_far_along_a_long_line_still_counts_as_evidence(setup: Setup) -> None:
     bundle = "var a=" + "1+" * 300 + "legacy_full_name();\n"  # a generated or minified file
     expand = expand_commit(setup, "users-split", T0, "Migration-Refs: legacy_full_name",
-                           files={"static/bundle.js": bundle})
+                           files={"static/bundle.js": bundle, "app/a.py": "var a=2\n"})
+    setup.commit("queue", "Migration: queue-move expand", "Migration-Refs: var a=", at=T0)  # held by both lines
     setup.deploy("production", expand, T0 + HOUR)
     setup.step("progress", "users-split", "production", T0 + 2 * HOUR, done=1, total=1)
     setup.step("finish", "users-split", "production", T0 + 2 * HOUR)
-    status = setup.status("users-split", "production", T0 + 3 * HOUR)
-    assert status.phase == "cleanup_due" and status.evidence is not None
-    assert status.evidence.count == 1, status.evidence.text  # not "looks cleaned up — ship the contract?"
+    for _ in range(2):  # searched, then read back from the cache
+        status = setup.status("users-split", "production", T0 + 3 * HOUR)
+        assert status.phase == "cleanup_due" and status.evidence is not None
+        assert status.evidence.count == 1, status.evidence.text  # not "looks cleaned up — ship the contract?"
+        assert status.evidence.text == "old code still referenced in 1 place: static/bundle.js:1"
+        other = setup.status("queue-move", "production", T0 + 3 * HOUR)
+        assert other.evidence is not None and other.evidence.count == 2, other.evidence.text
 
 
 # -- since -----------------------------------------------------------------------------------------
