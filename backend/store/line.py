@@ -599,7 +599,8 @@ class LineMixin(DeploysMixin):
             rollback_id = int(cursor.lastrowid or 0)
             self.event(conn, "rollback.requested", env, reverts, who, now, reason=reason,
                        target_deploy_id=to.deploy_id, target_sha=to.sha, reverts=reverts, run_at=run_at,
-                       rollback_id=rollback_id, automatic=automatic, ignored=[clean_line(item) for item in ignored])
+                       rollback_id=rollback_id, automatic=automatic,
+                       **({"ignored": [clean_line(item) for item in ignored]} if ignored else {}))
         return self.rollback(rollback_id), stopped
 
     @guard
@@ -663,7 +664,7 @@ class LineMixin(DeploysMixin):
                        prev_sha=prev, trigger="rollback")
             self.event(conn, "rollback.started", found.env, deploy_id, found.who, now, target_sha=found.target_sha,
                        reverts=found.reverts, rollback_id=rollback_id,
-                       ignored=[clean_line(item) for item in ignored])
+                       **({"ignored": [clean_line(item) for item in ignored]} if ignored else {}))
         return self.get(deploy_id)
 
     @guard
