@@ -20,7 +20,7 @@ from backend.store import DeployLog
 from backend.store.line import Rollback
 from backend.world import World, resolve_world
 from tests.conftest import Repo, one_line
-from tests.test_cli import andon, fails, ok, toml_list
+from tests.test_cli import fails, ok, toml_list
 from tests.test_migrations import GitCalls, git_calls  # noqa: F401 - the fixture
 from tests.test_rollback import ROLLBACK_SCRIPT
 

@@ -44,6 +44,8 @@ ACTIONS: tuple[Action, ...] = (
            writes=True),
     Action("S", "stop_line", "Stop line", "Stop the line without rolling back: deploys are refused", False, "S",
            writes=True),
+    Action("u", "release_held", "Release held commit", "Release a commit held after a rollback (the selected "
+           "pending one, or choose), with a reason: deploys may ship it again", False, writes=True),
     Action("q", "app.quit", "Quit", "Leave andon", True),
 )
 

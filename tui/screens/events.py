@@ -80,6 +80,13 @@ def describe(event: Event) -> str:
         return f"rollback deploy {number} to {_sha(detail.get('target_sha'))} started"
     if kind == "rollback.finished":
         return f"rollback deploy {number} finished: {_text(detail.get('status')) or '?'}"
+    if kind == "commit.held":
+        shas = [_sha(sha) for sha in detail.get("shas", [])] if isinstance(detail.get("shas"), list) else []
+        count = detail["count"] if isinstance(detail.get("count"), int) else len(shas)
+        more = f" and {count - 5} more" if count > 5 else ""
+        return f"held {count} commit{'s' if count != 1 else ''} after a rollback: {', '.join(shas[:5])}{more}"
+    if kind == "commit.released":
+        return f"released held commit {_sha(detail.get('sha'))}{because}"
     if kind == "health.changed":
         previous = _text(detail.get("previous"))
         state = _text(detail.get("state")) or "?"

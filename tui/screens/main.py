@@ -31,6 +31,7 @@ from tui.commands import bindings, offered
 from tui.first_screen import PAGE, FirstScreen
 from tui.format import when
 from tui.health_feed import HealthFeed, HealthProbed
+from tui.held_feed import HeldFeed, HeldLoaded, HeldReleased
 from tui.line_feed import HoldsFound, LineActed, LineFeed, LineLoaded
 from tui.loading import (
     DeploysLoaded,
@@ -85,6 +86,7 @@ class MainScreen(Screen[None]):
         self.line = LineFeed(self, read_only=read_only)
         self.chat = ChatFeed(self)
         self.migrations = MigrationFeed(self)  # the overdue cleanups' count (tui/migration_feed.py)
+        self.held = HeldFeed(self, read_only=read_only)  # held commits: the pending panel's marks, u
 
     # -- layout ------------------------------------------------------------------------
 
@@ -121,6 +123,7 @@ class MainScreen(Screen[None]):
         self.call_after_refresh(self.line.start, "#title")  # the banner goes right under the title
         self.call_after_refresh(self.chat.start)
         self.call_after_refresh(self.migrations.start, "#envs")
+        self.call_after_refresh(self.held.start)
 
     def on_unmount(self) -> None:
         self.health.stop()  # stops probing and frees the leases now: another andon takes over
@@ -277,6 +280,13 @@ class MainScreen(Screen[None]):
     def on_holds_found(self, message: HoldsFound) -> None:
         self.line.held(message)  # ! would break a migration: the line asks first
 
+    def on_held_loaded(self, message: HeldLoaded) -> None:
+        self.held.loaded(message)
+
+    def on_held_released(self, message: HeldReleased) -> None:
+        self.held.released(message)
+        self.chat.deliver()  # the release's news goes out now
+
     def on_chat_delivered(self, message: ChatDelivered) -> None:
         self.chat.delivered(message)
 
@@ -291,6 +301,7 @@ class MainScreen(Screen[None]):
         self.health.events_arrived(message.changes)
         self.line.events_arrived(message.changes)
         self.migrations.events_arrived(message.changes)
+        self.held.events_arrived(message.changes)
         deployed = {env for kind, env in message.changes.kinds if kind.startswith(DEPLOY_EVENT)}
         if self.env is None and deployed:  # the very first deploy: show its environment
             self.reload()
@@ -389,6 +400,7 @@ class MainScreen(Screen[None]):
         self.load_deploys(env, PAGE, generation)
         self.health.env_shown(env)
         self.line.env_shown(env)
+        self.held.env_shown(env)
 
     @on(RowList.RowHighlighted, "#deploys")
     def _deploy_highlighted(self, event: RowList.RowHighlighted) -> None:
@@ -501,6 +513,9 @@ class MainScreen(Screen[None]):
 
     def action_stop_line(self) -> None:
         self.line.stop()
+
+    def action_release_held(self) -> None:
+        self.held.release()
 
     def switch_to(self, env: str) -> None:
         if env in self.envs and env != self.env:

@@ -150,6 +150,15 @@ class RowList(ScrollView, can_focus=True):
     def move_cursor(self, *, row: int) -> None:
         self.cursor_row = max(0, min(row, self.row_count - 1))
 
+    def row_component(self, index: int) -> str | None:
+        """A component class that styles row ``index`` (a subclass marks rows through CSS); None: plain."""
+        return None
+
+    @property
+    def cursor_key(self) -> str | None:
+        """The key of the row under the cursor (None when the list is empty)."""
+        return self._keys[self.cursor_row] if 0 <= self.cursor_row < len(self._keys) else None
+
     def _segments(self, cells: Sequence[Text]) -> list[Segment]:
         """One row as segments: each cell cut or padded to its column, one space between."""
         segments: list[Segment] = []
@@ -209,9 +218,12 @@ class RowList(ScrollView, can_focus=True):
         if index >= self.row_count:
             return Strip.blank(width, base)
         style = base
+        marked = self.row_component(index)
+        if marked is not None:
+            style = base + self.get_component_rich_style(marked)
         if index == self.cursor_row:
-            style = base + self.get_component_rich_style("rowlist--cursor")
-        elif self.zebra and index % 2:
+            style = style + self.get_component_rich_style("rowlist--cursor")
+        elif self.zebra and index % 2 and marked is None:
             style = base + self.get_component_rich_style("rowlist--odd")
         line = self._lines[index]
         if line is None:
