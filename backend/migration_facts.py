@@ -8,7 +8,8 @@
   expand starts at the deploy after the one where the intersection loses its last expand
   bit, and that deploy's finish time (its start time when it has none) is ``live_since``.
   A rollback past the expand ends the run; deploying it again starts a new one. The same
-  for the contract. A deploy whose SHA is not in this clone is left out of the walk (the
+  for the contract. An expand that was live but the live deploy lacks **left** when the
+  deploy after the newest one holding it finished (``Known.left``). A deploy whose SHA is not in this clone is left out of the walk (the
   live one is named in ``Known.error``).
 * :func:`evidence`: every ``Migration-Refs`` pattern searched for with one ``git grep`` at
   the branch head (another for the patterns a search that reached its limit may have
@@ -21,7 +22,9 @@ the markers and live-since times (``facts``) and the tips' masks of expand bits,
 :func:`backend.migrations.rollback_holds` (``masks``), under the branch head's SHA and the
 succeeded deploys' fingerprint (count and newest id); the search (``grep``) under the head and
 the patterns. Warm (nothing changed) no ``git log`` and no ``git grep`` runs: only the two small
-commands that find the branch head. :data:`CACHE_VERSION` is in every key: change it when what
+commands that find the branch head. A ``git fetch`` can bring in a deployed SHA that was missing
+without moving either: facts worked out while deployed SHAs were missing keep them (``missing``),
+and are used again only while one batch (:meth:`History.existing`) says they still are. :data:`CACHE_VERSION` is in every key: change it when what
 is kept (or how markers are read) changes.
 """
 
@@ -39,7 +42,7 @@ from backend.models import from_iso, to_iso
 from backend.text import clean_line, short
 from backend.world import World
 
-CACHE_VERSION = "2"  # part of every cache key: a change to what is kept makes old entries unreadable
+CACHE_VERSION = "3"  # part of every cache key: a change to what is kept makes old entries unreadable
 EVIDENCE_LIMIT = 1000  # lines one git grep returns at most
 PLACES_SHOWN = 3  # places named in an evidence text
 PLACES_KEPT = 20  # places kept in Evidence.places
@@ -75,14 +78,18 @@ class Known(NamedTuple):
     head: str | None
     migrations: Mapping[str, Marked]
     live: Mapping[str, Mapping[str, tuple[str | None, str | None]]]  # env -> name -> (expand since, contract since)
+    left: Mapping[str, Mapping[str, str]]  # env -> name -> when a deploy took its (once live) expand back out
     problems: tuple[MarkerProblem, ...]
     error: str | None
     key: str  # the cache key it was kept (or would be kept) under
+    missing: frozenset[str] = frozenset()  # deployed SHAs not in this clone when it was worked out
 
     def to_json(self) -> dict[str, Any]:
         return {"head": self.head, "migrations": {name: list(m) for name, m in self.migrations.items()},
                 "live": {env: {name: list(pair) for name, pair in names.items()} for env, names in self.live.items()},
-                "problems": [list(p) for p in self.problems], "error": self.error}
+                "left": {env: dict(names) for env, names in self.left.items()},
+                "problems": [list(p) for p in self.problems], "error": self.error,
+                "missing": sorted(self.missing)}
 
 
 def _known_from_json(value: Any, key: str) -> Known | None:
@@ -91,8 +98,10 @@ def _known_from_json(value: Any, key: str) -> Known | None:
         migrations = {clean_line(name): Marked(kind, tuple(refs), tuple(expand), tuple(contract), at)
                       for name, (kind, refs, expand, contract, at) in value["migrations"].items()}
         live = {env: {name: (pair[0], pair[1]) for name, pair in names.items()} for env, names in value["live"].items()}
+        left = {env: {name: to_iso(from_iso(at)) for name, at in names.items()} for env, names in value["left"].items()}
         problems = tuple(MarkerProblem(*(clean_line(str(part)) for part in p)) for p in value["problems"])
-        return Known(value["head"], migrations, live, problems, value["error"], key)
+        missing = frozenset(sha for sha in value["missing"] if isinstance(sha, str) and FULL_SHA.match(sha))
+        return Known(value["head"], migrations, live, left, problems, value["error"], key, missing)
     except (KeyError, TypeError, ValueError, AttributeError):
         return None
 
@@ -117,13 +126,13 @@ def known(world: World) -> Known:
     key = f"{CACHE_VERSION}:{head or '-'}:{log.succeeded_fingerprint()}"
     if error is None:
         kept = _known_from_json(log.migration_cache("facts", key), key)
-        if kept is not None:
+        if kept is not None and not _fetched(world.history, kept.missing):
             return kept
     timelines = log.succeeded_deploys()
     tips = ([head] if head else []) + list(dict.fromkeys(d.sha for deploys in timelines.values() for d in deploys))
     found = scan(world.history, tips)
     if found.error is not None:
-        return Known(head, {}, {}, found.problems, found.error, key)
+        return Known(head, {}, {}, {}, found.problems, found.error, key)
     markers = found.markers
     migrations = _migrations(markers)
     expand_bits: dict[str, int] = {}
@@ -132,6 +141,7 @@ def known(world: World) -> Known:
         target = expand_bits if marker.step == "expand" else contract_bits
         target[marker.name] = target.get(marker.name, 0) | (1 << bit)
     live: dict[str, dict[str, tuple[str | None, str | None]]] = {}
+    left: dict[str, dict[str, str]] = {}
     lost: list[str] = []
     for env, deploys in timelines.items():
         present = [(found.masks[d.sha], d.at) for d in deploys if d.sha in found.masks]
@@ -140,10 +150,11 @@ def known(world: World) -> Known:
         expands = _run_starts(present, expand_bits)
         contracts = _run_starts(present, contract_bits)
         live[env] = {name: (expands.get(name), contracts.get(name)) for name in {*expands, *contracts}}
+        left[env] = _left_at(present, expand_bits)
     if lost:
         error = (f"not in this clone (git fetch): {', '.join(lost[:3])}{' …' if len(lost) > 3 else ''}; "
                  "phases there are as of the newest deploy found")
-    known = Known(head, migrations, live, found.problems, error, key)
+    known = Known(head, migrations, live, left, found.problems, error, key, found.missing)
     all_expands = 0
     for bits in expand_bits.values():
         all_expands |= bits
@@ -152,6 +163,17 @@ def known(world: World) -> Known:
                                             "masks": masks})
     log.keep_migration_cache("facts", key, known.to_json())
     return known
+
+
+def _fetched(history: History, missing: frozenset[str]) -> bool:
+    """Whether any of the deployed SHAs a cached answer lacked is in the clone now (a ``git
+    fetch`` brought it): one batch, and only when something was missing."""
+    if not missing:
+        return False
+    try:
+        return bool(history.existing(sorted(missing)))
+    except GitError:
+        return False  # git cannot say now: the kept answer stands
 
 
 def _migrations(markers: Sequence[Marker]) -> dict[str, Marked]:
@@ -205,6 +227,32 @@ def _run_starts(timeline: Sequence[tuple[int, str]], bits: Mapping[str, int]) ->
     for name in running:
         since[name] = newer_at
     return since
+
+
+def _left_at(timeline: Sequence[tuple[int, str]], bits: Mapping[str, int]) -> dict[str, str]:
+    """For each migration whose bits the newest deploy lacks but an older one held: when the
+    deploy that took them out (the one after the newest holding them) finished."""
+    if not timeline or not bits:
+        return {}
+    live_mask, newer_at = timeline[-1]
+    gone = {name: b for name, b in bits.items() if not b & live_mask}
+    combined = 0
+    for b in gone.values():
+        combined |= b
+    left: dict[str, str] = {}
+    for mask, at in reversed(timeline[:-1]):
+        if not gone:
+            break
+        if mask & combined:
+            for name, b in list(gone.items()):
+                if b & mask:
+                    left[name] = newer_at
+                    del gone[name]
+            combined = 0
+            for b in gone.values():
+                combined |= b
+        newer_at = at
+    return left
 
 
 # -- evidence --------------------------------------------------------------------------------

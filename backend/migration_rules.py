@@ -11,8 +11,9 @@ README's table "Migration phases" is this module in words.
 1. a waive or an abort was recorded -> ``waived`` / ``aborted`` (terminal);
 2. a contract commit is live -> ``done`` (flag ``contract_before_finish`` when the kind
    moves data, or progress was ever reported, and no finish was recorded);
-3. the expand is not live -> ``expand_pending`` (flag ``expand_rolled_back`` when progress
-   had been reported: a rollback took the expand out);
+3. the expand is not live -> ``expand_pending`` since the deploy that took it out finished
+   when it was live before, else since it was marked (flag ``expand_rolled_back`` when
+   progress had been reported: a rollback took the expand out);
 4. a finish was recorded -> ``cleanup_due`` since the finish;
 5. progress was reported -> ``migrating`` since the first report;
 6. the kind moves no data and the expand has been live ``soak_hours`` -> ``cleanup_due``
@@ -78,6 +79,7 @@ class Facts(NamedTuple):
     expand_live: datetime | None  # when the expand went live (the current run of deploys holding it); None: not live
     contract_live: datetime | None  # likewise the contract
     marked_at: datetime | None  # the expand commit's committer date, or the add time
+    expand_left: datetime | None = None  # when a deploy took the (once live) expand back out; None: it never left
 
 
 class Judgement(NamedTuple):
@@ -97,7 +99,8 @@ def judge(facts: Facts, state: MigrationState | None, rules: MigrationRules, now
         flags = (CONTRACT_BEFORE_FINISH,) if moving and state.finished_at is None else ()
         return Judgement(DONE, facts.contract_live, flags)
     if facts.expand_live is None:
-        return Judgement(EXPAND_PENDING, facts.marked_at, (EXPAND_ROLLED_BACK,) if reported else ())
+        since = facts.expand_left or facts.marked_at
+        return Judgement(EXPAND_PENDING, since, (EXPAND_ROLLED_BACK,) if reported else ())
     if state.finished_at is not None:
         return Judgement(CLEANUP_DUE, parse_time(state.finished_at))
     if reported:

@@ -185,7 +185,8 @@ def _facts(migration: _Migration, env: str, known: Known) -> Facts:
             expand_live = min(expand_live, added_at) if expand_live else added_at
         if marked_at is None:
             marked_at = added_at
-    return Facts(expand_live, parse_time(contract_at), marked_at)
+    left = parse_time(known.left.get(env, {}).get(migration.name)) if expand_live is None else None
+    return Facts(expand_live, parse_time(contract_at), marked_at, left)
 
 
 def _environments(world: World, env: str | None) -> list[str]:

@@ -1,6 +1,6 @@
-"""Review of issue 9 (the migration-cleanup backlog): defects found, each proved with a real repository,
-a real SQLite log or a real ``andon`` process, and marked ``xfail(strict=True)``: the suite stays green
-while the defect exists and turns red when it is fixed (then remove the mark)."""
+"""Review of issue 9 (the migration-cleanup backlog): the defects found, each proved with a real repository,
+a real SQLite log or a real ``andon`` process. Each was first marked ``xfail(strict=True)``; each is fixed
+now, and its test guards the fix (it fails again when the fix is undone)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from backend.migrations import evaluate, remind
 from backend.world import World
 from tests.conftest import Repo, raw
 from tests.test_cli import andon, ok
-from tests.test_migrations import DAY, HOUR, T0, Setup, expand_commit
+from tests.test_migrations import DAY, HOUR, T0, GitCalls, Setup, expand_commit, git_calls  # noqa: F401
 from tests.test_migrations_cli import Shop
 
 
@@ -124,27 +124,28 @@ def test_old_code_far_along_a_long_line_still_counts_as_evidence(setup: Setup) -
 # -- since -----------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="judge() gives expand_pending the expand commit's date as since, even "
-                                       "when a rollback took a live expand out later: since is not when it "
-                                       "entered the phase")
 def test_since_of_an_expand_rolled_back_is_when_the_rollback_took_it_out(setup: Setup) -> None:
     expand = expand_commit(setup, at=T0)
+    assert setup.status("users-split", "staging", T0 + HOUR).since == T0  # never live: since it was marked
     setup.deploy("staging", expand, T0 + HOUR)
     assert setup.status("users-split", "staging", T0 + 2 * HOUR).phase == "expanded"
     setup.deploy("staging", setup.base, T0 + 5 * HOUR)  # a rollback past the expand
-    status = setup.status("users-split", "staging", T0 + 6 * HOUR)
-    assert status.phase == "expand_pending"
-    assert status.since == T0 + 5 * HOUR, status.since
+    setup.deploy("staging", setup.base, T0 + 6 * HOUR)  # deployed again without it: it left at the first
+    for _ in range(2):  # worked out, then read back from the cache
+        status = setup.status("users-split", "staging", T0 + 7 * HOUR)
+        assert status.phase == "expand_pending"
+        assert status.since == T0 + 5 * HOUR, status.since
+    assert setup.status("users-split", "production", T0 + 7 * HOUR).since == T0  # never live there
+    setup.deploy("staging", expand, T0 + 8 * HOUR)  # back in: a new run
+    again = setup.status("users-split", "staging", T0 + 9 * HOUR)
+    assert (again.phase, again.since) == ("expanded", T0 + 8 * HOUR)
 
 
 # -- the cache ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="the facts cache key is (branch head, succeeded deploys): a 'git fetch' "
-                                       "that brings in a deployed SHA but leaves the branch head where it was "
-                                       "changes neither, so the cached 'not in this clone (git fetch)' answer "
-                                       "and the phases worked out without that deploy stay")
-def test_fetching_a_deployed_commit_that_was_missing_is_seen(setup: Setup, tmp_path: Path) -> None:
+def test_fetching_a_deployed_commit_that_was_missing_is_seen(setup: Setup, tmp_path: Path,
+                                                             git_calls: GitCalls) -> None:  # noqa: F811
     other = Repo(tmp_path / "other")  # where a hotfix branch was built and deployed from
     other.git("fetch", "--quiet", str(setup.repo.path), "main:base")
     other.git("checkout", "--quiet", "-b", "hotfix", "base")
@@ -154,11 +155,18 @@ def test_fetching_a_deployed_commit_that_was_missing_is_seen(setup: Setup, tmp_p
     setup.deploy("production", hotfix, T0 + HOUR)
     cold = evaluate(setup.world, now=T0 + 2 * HOUR)
     assert cold.error is not None and "not in this clone" in cold.error
+    git_calls.clear()
+    warm = evaluate(setup.world, now=T0 + 2 * HOUR)  # still missing: the kept answer, no walk
+    assert warm == cold and "log" not in git_calls, git_calls.commands()
     setup.repo.git("fetch", "--quiet", str(other.path), "hotfix:hotfix")  # what the error says to do
+    git_calls.clear()
     after = evaluate(setup.world, now=T0 + 2 * HOUR)
+    assert git_calls.count("log") == 1  # worked out again
     assert after.error is None, after.error
     found = after.find("users-split", "production")
     assert found is not None and found.phase == "expanded"
+    git_calls.clear()
+    assert evaluate(setup.world, now=T0 + 2 * HOUR) == after and "log" not in git_calls  # nothing missing: kept
 
 
 # -- repeated steps ----------------------------------------------------------------------------------
