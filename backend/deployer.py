@@ -38,9 +38,9 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from backend import AndonError
 from backend.config import Action, Environment, HttpAction, check_environment_name
@@ -54,6 +54,7 @@ from backend.verify import STOPPED_BY, SyncProbe, Verdict, before, verify
 from backend.world import World
 
 if TYPE_CHECKING:
+    from backend.gate import Refusal
     from backend.rollback import AutoStop
     from backend.store import DeployLog
 
@@ -79,6 +80,7 @@ class DeployOutcome:
     verdict: Verdict | None = None  # None: not verified (no checks, verify_seconds = 0, or the command failed)
     forced: LineState | None = None  # the stop this deploy overrode with force
     auto: AutoStop | None = None  # what an unhealthy verdict did to the line (auto_stop)
+    overrode: tuple[Refusal, ...] = ()  # every refusal of the gate force overrode (backend.gate)
 
 
 def stale_after(settings: Environment) -> float:
@@ -117,7 +119,8 @@ def reap(log: DeployLog, env: str | None = None, *, grace: float = STOP_GRACE) -
 def take_turn(world: World, env: str, sha: str, *, who: str, trigger: str, reason: str, force: bool,
               wait: float, settings: Environment, interrupted: Callable[[], str | None] = lambda: None,
               on_wait: Callable[[Deploy], None] | None = None,
-              monotonic: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> Turn:
+              monotonic: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
+              overriding: Mapping[str, Any] | None = None) -> Turn:
     """Start a deploy of ``env`` once no other deploy of it runs (see the module's docstring).
 
     Raises :class:`~backend.store.line.LineStopped` (the line is stopped, no ``force``),
@@ -133,7 +136,7 @@ def take_turn(world: World, env: str, sha: str, *, who: str, trigger: str, reaso
         if stopped:
             raise Interrupted(stopped)
         turn = log.try_start(env, sha, who=who, trigger=trigger, reason=reason, force=force,
-                             stale_after=stale_after(settings))
+                             stale_after=stale_after(settings), overriding=overriding)
         if turn.blocker is None:
             return turn
         blocker = turn.blocker
@@ -186,14 +189,18 @@ def deploy(
     force: bool = False,
     wait: float = DEFAULT_WAIT,
     on_wait: Callable[[Deploy], None] | None = None,
+    wait_line: float = 0.0,
+    on_wait_line: Callable[[Refusal, float], None] | None = None,
 ) -> DeployOutcome:
     """Run ``command`` (default: the environment's deploy action) for ``revision`` and record it.
 
     ``interrupted`` tells whether a stop was asked for ("SIGINT", "SIGTERM") while waiting
     for the environment or while the deploy is being verified (the runner hears it during
     the command); ``probe`` replaces :func:`backend.health.probe_round`. ``force`` deploys
-    through a stopped line (recorded); ``wait`` is how long to wait for another deploy of
-    the environment, ``on_wait`` hears which one, once.
+    through a stopped line, a freeze or held commits (recorded); ``wait`` is how long to wait for
+    another deploy of the environment, ``on_wait`` hears which one, once. The gate
+    (:func:`backend.gate.admit`) comes first: ``wait_line`` is how long to wait for a stopped line
+    to resume or a freeze to open, ``on_wait_line`` hears what it waits for, once.
     """
     check_environment_name(env)
     settings = world.config.environment(env)
@@ -210,8 +217,13 @@ def deploy(
         action = settings.deploy
     sha = world.history.resolve(revision)
     trigger = trigger or ("ci" if os.environ.get("CI") else "manual")
+    from backend.gate import admit, overridden
+
+    gate = admit(world, env, sha, force=force, wait=wait_line, interrupted=interrupted or (lambda: None),
+                 on_wait=on_wait_line)
     turn = take_turn(world, env, sha, who=world.who(), trigger=trigger, reason=clean_line(reason), force=force,
-                     wait=wait, settings=settings, interrupted=interrupted or (lambda: None), on_wait=on_wait)
+                     wait=wait, settings=settings, interrupted=interrupted or (lambda: None), on_wait=on_wait,
+                     overriding=overridden(gate))
     started = turn.started
     assert started is not None
     verifying = settings.verify_seconds > 0 and bool(settings.health)
@@ -281,5 +293,5 @@ def deploy(
         from backend.rollback import stop_after_unhealthy  # it runs actions through this module
 
         auto = stop_after_unhealthy(world, finished, verdict.reason, settings)
-    return DeployOutcome(finished, exit_code, verdict, turn.forced, auto)
+    return DeployOutcome(finished, exit_code, verdict, turn.forced, auto, gate.refusals if force else ())
 

@@ -125,8 +125,12 @@ def _brief(deploy: Deploy | None) -> dict[str, Any] | None:
 
 
 def status(world: World) -> list[dict[str, Any]]:
-    """Per environment: what is live, the latest deploy, and the commits waiting to go out."""
+    """Per environment: what is live, the latest deploy, the commits waiting to go out, and the
+    freeze in force or the next one (:func:`backend.gate.freeze_json`)."""
+    from backend.gate import freeze_json
+
     branch = world.history.branch(world.config.branch)
+    now = world.clock()
     result = []
     for env in world.environments():
         live = world.log.live(env)
@@ -140,5 +144,6 @@ def status(world: World) -> list[dict[str, Any]]:
             "pending_count": pending.count,
             "pending": [commit.to_json() for commit in pending.commits],
             "pending_error": pending.error,
+            "freeze": freeze_json(world, env, now),
         })
     return result

@@ -38,6 +38,8 @@ EXIT_BUSY = 6  # andon deploy: another deploy of the environment still ran when 
 EXIT_ROLLBACK_UNDER_WAY = 7  # andon rollback/resume: a rollback is already pending or running
 EXIT_MIGRATION_HOLD = 9  # andon rollback: a migration holds it (--despite-migration NAME overrides)
 EXIT_STEP_REFUSED = 10  # andon migration STEP: not a step the migration can take now
+EXIT_HELD = 11  # andon deploy, andon line --check --sha: commits held after a rollback are in the SHA
+EXIT_FROZEN = 12  # andon deploy, andon line --check: a freeze is in force
 
 
 class UsageError(AndonError):
@@ -86,7 +88,11 @@ def build_parser() -> Parser:
     deploy.add_argument("--reason", default="", help="why (kept in the log)")
     deploy.add_argument("--trigger", choices=["ci", "manual"], help="default: ci when $CI is set, else manual")
     deploy.add_argument("--force", action="store_true",
-                        help="deploy even though the line is stopped (needs --reason; recorded as forced)")
+                        help="deploy even though the line is stopped, a freeze is in force or the SHA has held "
+                             "commits (needs --reason; recorded as forced)")
+    deploy.add_argument("--wait-line", type=_seconds, default=0.0, metavar="SECONDS",
+                        help="wait up to this long for a stopped line to resume or a freeze to open (held "
+                             "commits and a freeze opening later are refused at once)")
     deploy.add_argument("--wait", type=_seconds, default=300.0, metavar="SECONDS",
                         help="wait this long for another deploy of the environment to end (default 300; then exit 6)")
     deploy.add_argument("cmd", nargs=argparse.REMAINDER, help="-- COMMAND... to run instead of the configured action")
@@ -96,9 +102,10 @@ def build_parser() -> Parser:
         _common(sub, argparse.SUPPRESS)
         return sub
 
-    from tui import cli_line
+    from tui import cli_check, cli_line
 
     cli_line.add_parsers(command, internal)
+    cli_check.add_parser(command)
 
     record = command("record", "record a deploy that something else ran")
     record.add_argument("--env", required=True)
@@ -220,7 +227,8 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         raise AndonError(f"unexpected arguments {clean_line(' '.join(command))!r}: put the command after --")
     reason = clean_line(args.reason).strip()
     if args.force and not reason:
-        raise UsageError("--force needs --reason: say why the stopped line is overridden")
+        raise UsageError("--force needs --reason: say why the stopped line, the freeze or the held commits "
+                         "are overridden")
     world = _world(args)
     runner = Runner()
     stopped: list[str] = []  # the first stop request, for the health verification after the command
@@ -241,11 +249,16 @@ def cmd_deploy(args: argparse.Namespace) -> int:
               f"{blocker.who or 'someone'} (started {when(blocker.started_at)} UTC) to end, up to {args.wait:g}s",
               file=sys.stderr)
 
+    def waiting_line(refusal: Any, seconds: float) -> None:
+        print(f"andon: {refusal.message}; waiting up to {seconds:g}s for it to "
+              f"{'open' if refusal.kind == 'frozen' else 'resume'}", file=sys.stderr)
+
     try:
         outcome = deploy(world, args.env, args.sha, command=command or None, runner=runner,
                          on_output=show, trigger=args.trigger, reason=reason,
                          interrupted=lambda: stopped[0] if stopped else None,
-                         force=args.force, wait=args.wait, on_wait=waiting)
+                         force=args.force, wait=args.wait, on_wait=waiting,
+                         wait_line=args.wait_line, on_wait_line=waiting_line)
     except RunError as error:  # recorded as failed; exit as a shell would (127, 126)
         print(f"andon: error: {error}", file=sys.stderr)
         return error.exit_code
@@ -261,6 +274,9 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     if outcome.forced is not None:
         print(f"andon: deploy #{done.id} was forced through the stopped line ({outcome.forced.describe()})",
               file=sys.stderr)
+    for refusal in outcome.overrode:
+        if refusal.kind != "stopped":
+            print(f"andon: deploy #{done.id} was forced through: {refusal.message}", file=sys.stderr)
     if verdict is not None and done.status == UNHEALTHY:
         auto = outcome.auto
         after = ""
@@ -588,6 +604,7 @@ def _deliver_until(world: World, stop: threading.Event, failed: Callable[[AndonE
 
 def cmd_status(args: argparse.Namespace) -> int:
     from backend.deployer import reap
+    from backend.gate import freeze_lines, span
     from backend.report import status
 
     world = _world(args)
@@ -595,13 +612,16 @@ def cmd_status(args: argparse.Namespace) -> int:
         reap(world.log)  # deploys whose andon was killed: their orphaned commands stopped, rows finished
         report = status(world)
         lines = world.log.lines()
+        now = world.clock()
         for env in report:
             state = lines.get(env["env"])
             env["line"] = ({"state": "stopped" if state.stopped else "running", "who": state.who,
                             "reason": state.reason, "since": state.since, "automatic": state.automatic,
-                            "deploy_id": state.deploy_id} if state is not None
+                            "deploy_id": state.deploy_id,
+                            "seconds": _seconds_since(state.since, now) if state.stopped else None}
+                           if state is not None
                            else {"state": "running", "who": None, "reason": None, "since": None,
-                                 "automatic": False, "deploy_id": None})
+                                 "automatic": False, "deploy_id": None, "seconds": None})
             active = world.log.active_rollback(env["env"])
             env["rollback"] = None if active is None else {
                 "id": active.id, "status": active.status, "who": active.who, "reason": active.reason,
@@ -620,9 +640,12 @@ def cmd_status(args: argparse.Namespace) -> int:
     for env in report:
         live = env["live"]
         line = env["line"]
-        _out(f"{env['env']}:" + (f"  LINE STOPPED by {line['who'] or 'someone'} since {when(line['since'])} UTC"
+        ago = f" ({span(line['seconds'])} ago)" if line["seconds"] is not None else ""
+        _out(f"{env['env']}:" + (f"  LINE STOPPED by {line['who'] or 'someone'} since {when(line['since'])} UTC{ago}"
                                  + (f": {line['reason']}" if line["reason"] else "")
                                  if line["state"] == "stopped" else ""))
+        for text in freeze_lines(env["freeze"], now):
+            _out(f"  {text}")
         rollback = env["rollback"]
         if rollback:
             target = short(rollback["target_sha"]) + (f" (deploy #{rollback['target_deploy_id']})"
@@ -647,6 +670,13 @@ def cmd_status(args: argparse.Namespace) -> int:
             if env["pending_count"] > 5:
                 _out(f"           ... and {env['pending_count'] - 5} more")
     return 0
+
+
+def _seconds_since(stamp: str, now: datetime) -> int | None:
+    try:
+        return max(0, round((now - from_iso(stamp)).total_seconds()))
+    except (ValueError, TypeError):
+        return None
 
 
 def cmd_log(args: argparse.Namespace) -> int:
@@ -835,6 +865,7 @@ COMMANDS = {
     "notify": _later("tui.cli_notify", "cmd_notify"),
     "migrations": _later("tui.cli_migrations", "cmd_migrations"),
     "migration": _later("tui.cli_migrations", "cmd_migration"),
+    "line": _later("tui.cli_check", "cmd_line"),
 }
 
 
@@ -844,7 +875,8 @@ def _exit_code(error: AndonError) -> int:
         (RollbackUnderWay, EXIT_ROLLBACK_UNDER_WAY)]
     # Errors of modules only some commands import: mapped when loaded (nothing else raised them).
     for module, name, code in (("backend.rollback", "MigrationHold", EXIT_MIGRATION_HOLD),
-                               ("backend.migrations", "StepRefused", EXIT_STEP_REFUSED)):
+                               ("backend.migrations", "StepRefused", EXIT_STEP_REFUSED),
+                               ("backend.gate", "Frozen", EXIT_FROZEN), ("backend.gate", "HeldCommits", EXIT_HELD)):
         kind = getattr(sys.modules.get(module), name, None)
         if kind is not None:
             codes.append((kind, code))

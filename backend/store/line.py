@@ -421,11 +421,12 @@ class LineMixin(DeploysMixin):
 
     @guard
     def try_start(self, env: str, sha: str, *, who: str, trigger: str, reason: str = "", force: bool = False,
-                  stale_after: float, pid: int | None = None) -> Turn:
+                  stale_after: float, pid: int | None = None, overriding: Mapping[str, Any] | None = None) -> Turn:
         """Start a deploy of ``env`` now if the line lets it and no other deploy of it runs.
 
         Raises :class:`LineStopped` when the line is stopped and not ``force``; a forced deploy
-        writes ``deploy.forced`` with ``deploy.started``. Returns the deploy that blocks it instead
+        writes ``deploy.forced`` with ``deploy.started`` (also when it overrides only what
+        ``overriding`` names: a freeze, held commits; backend.gate.overridden). Returns the deploy that blocks it instead
         of starting (the caller waits and asks again).
         """
         now = self.now()
@@ -447,9 +448,10 @@ class LineMixin(DeploysMixin):
                                      trigger=trigger, reason=reason, started_at=now,
                                      pid=pid if pid is not None else os.getpid(), host=self._host)
             self.event(conn, "deploy.started", env, deploy_id, who, now, sha=sha, prev_sha=prev, trigger=trigger)
-            if state.stopped:
-                self.event(conn, "deploy.forced", env, deploy_id, who, now, reason=reason, stopped_by=state.who,
-                           stopped_reason=state.reason)
+            if state.stopped or (force and overriding):
+                line = {"stopped_by": state.who, "stopped_reason": state.reason} if state.stopped else {}
+                self.event(conn, "deploy.forced", env, deploy_id, who, now, reason=reason, **line,
+                           **(overriding or {}))
         return Turn(self.get(deploy_id), None, state if state.stopped else None)
 
     @guard

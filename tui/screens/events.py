@@ -67,7 +67,9 @@ def describe(event: Event) -> str:
         verdict = _text(detail.get("status")) or _text(detail.get("verdict")) or "?"
         return f"verified deploy {number}: {verdict}" + (f" ({reason})" if reason else "")
     if kind == "deploy.forced":
-        return f"FORCED deploy {number} while the line was stopped{because}"
+        through = [what for what, key in (("the stopped line", "stopped_by"), ("a freeze", "frozen"),
+                                          ("held commits", "held")) if key in detail]
+        return f"FORCED deploy {number} through {' and '.join(through) or 'the stopped line'}{because}"
     if kind == "line.stopped":
         return ("stopped the line automatically" if detail.get("automatic") else "stopped the line") + because
     if kind == "line.resumed":
