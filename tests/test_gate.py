@@ -175,3 +175,51 @@ def test_waiting_for_a_stopped_line_gives_up_with_exit_5_or_goes_when_it_resumes
               sleep=lambda s: ticks.__setitem__(0, ticks[0] + s))
     assert one_line(stopped.value).startswith("after 2s of waiting, the line of staging is stopped by alice")
 
+
+# -- the dashboard ---------------------------------------------------------------------------
+
+
+async def test_the_dashboard_shows_the_freeze_in_force_and_when_it_opens(world: World, clock: Clock) -> None:
+    from tests.conftest import wait_for
+    from tui.app import make_app
+    from tui.widgets.freeze_line import FreezeLine
+
+    world.log.record("production", world.history.resolve("HEAD"), "succeeded", who="ci")
+    app = make_app(world)
+
+    def shown() -> str:
+        found = app.screen.query(FreezeLine)
+        return str(found.first().render()) if found and found.first().display else ""
+
+    async with app.run_test(size=(120, 30)) as pilot:
+        assert await wait_for(pilot, lambda: shown() != "")
+        line = app.screen.query_one(FreezeLine)
+        assert shown() == "❄ production is frozen: weekend, opens 2026-11-23 07:00 UTC (in 1 d 19 h)"
+        assert line.has_class("-frozen")
+        app.screen.env = "staging"  # type: ignore[attr-defined]
+        assert await wait_for(pilot, lambda: shown() == "also frozen: production (weekend)")
+        assert not line.has_class("-frozen")
+        app.screen.env = "production"  # type: ignore[attr-defined]
+        clock.now = OPENS + timedelta(hours=1)  # Monday: open again, the next weekend comes
+        line.read()  # what the half-minute timer does
+        assert await wait_for(pilot, lambda: shown().startswith("next freeze of production: weekend from "
+                                                                "2026-11-27 17:00 UTC (in 4 d 9 h)"))
+        assert not line.has_class("-frozen")
+
+
+async def test_the_dashboard_has_no_freeze_line_without_freezes(repo: Repo, tmp_path: Path) -> None:
+    from tests.conftest import wait_for
+    from tui.app import make_app
+    from tui.widgets.freeze_line import FreezeLine
+
+    (repo.path / "andon.toml").write_text(f"[environments.staging]\ndeploy = {json.dumps([sys.executable])}\n")
+    repo.commit("first")
+    world = resolve_world(repo.path, tmp_path / "deploys.db", None)
+    try:
+        app = make_app(world)
+        async with app.run_test(size=(120, 30)) as pilot:
+            assert await wait_for(pilot, lambda: bool(app.screen.query("#overdue")))  # after the first frame
+            await pilot.pause(0.2)
+            assert not app.screen.query(FreezeLine)
+    finally:
+        world.close()

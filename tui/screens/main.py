@@ -51,6 +51,7 @@ from tui.widgets.commits import CommitTable
 from tui.widgets.deploy_detail import DeployDetail
 from tui.widgets.deploys import DeploySearch, DeployTable
 from tui.widgets.envbar import EnvBar
+from tui.widgets.freeze_line import FreezeLine
 from tui.widgets.keybar import KeyBar
 from tui.widgets.rowlist import RowList
 
@@ -124,6 +125,7 @@ class MainScreen(Screen[None]):
         self.call_after_refresh(self.chat.start)
         self.call_after_refresh(self.migrations.start, "#envs")
         self.call_after_refresh(self.held.start)
+        self.call_after_refresh(FreezeLine.start, self, "#envs")  # a freeze in force, or the next one
 
     def on_unmount(self) -> None:
         self.health.stop()  # stops probing and frees the leases now: another andon takes over
