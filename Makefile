@@ -26,6 +26,7 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.health
 	$(BIN)/python -m benchmarks.health_dashboard
 	$(BIN)/python -m benchmarks.line
+	$(BIN)/python -m benchmarks.line_check
 	$(BIN)/python -m benchmarks.migrations
 
 lint: $(STAMP)
