@@ -20,7 +20,7 @@ from backend.store import DeployLog
 from backend.store.line import Rollback
 from backend.world import World, resolve_world
 from tests.conftest import Repo, one_line
-from tests.test_cli import fails, ok, toml_list
+from tests.test_cli import andon, fails, ok, toml_list
 from tests.test_migrations import GitCalls, git_calls  # noqa: F401 - the fixture
 from tests.test_rollback import ROLLBACK_SCRIPT
 
@@ -327,3 +327,17 @@ def test_release_from_python_refuses_an_empty_reason_and_says_so_for_a_commit_ne
     finally:
         world.close()
 
+
+# -- andon deploy refuses (part B's gate calls blocking()) ------------------------------------------
+
+
+def test_andon_deploy_of_the_bad_sha_after_resume_is_refused_with_exit_11_naming_the_commits(rolled: Line) -> None:
+    refused = andon("deploy", "--env", ENV, "--sha", rolled.bad2, cwd=rolled.path)
+    assert refused.code == 11, (refused.code, refused.err)
+    assert len(refused.err.splitlines()) == 1
+    assert rolled.bad2[:7] in refused.err and rolled.bad1[:7] in refused.err
+    assert rolled.ran_shas() == [rolled.good]  # only the rollback ran
+    reverted = rolled.revert(rolled.bad2, rolled.bad1)
+    ok("deploy", "--env", ENV, "--sha", reverted, cwd=rolled.path)
+    fails("deploy", "--env", ENV, "--sha", rolled.bad1, cwd=rolled.path, code=11)
+    assert rolled.ran_shas() == [rolled.good, reverted]
