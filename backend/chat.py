@@ -220,11 +220,24 @@ def message(announcement: Announcement) -> Message | None:
         if stopped_by:
             stopped_reason = _text(detail.get("stopped_reason"))
             facts.append(("Line stopped by", stopped_by + (f": {stopped_reason}" if stopped_reason else "")))
+        past = ["the stopped line"] if stopped_by else []
+        frozen = detail.get("frozen")
+        if isinstance(frozen, dict):
+            past.append("a freeze")
+            opens = _text(frozen.get("opens"))
+            facts.append(("Freeze", _text(frozen.get("reason")) + (f" (opens {when(opens)})" if opens else "")))
+        held = detail.get("held")
+        shas = held.get("shas") if isinstance(held, dict) else None
+        if isinstance(shas, list) and shas:
+            past.append("held commits")
+            facts.append(("Held commits", ", ".join(short(_sha(sha)) for sha in shas[:15])
+                           + (f" and {len(shas) - 15} more" if len(shas) > 15 else "")))
         if deploy is not None:
             facts.append(("Deploy", describe_deploy(deploy, announcement.subject)))
         facts.append(("At", at))
-        return Message("warn", f"Forced deploy of {sha} to {where} while the line is stopped, by {who}",
-                       tuple(facts))
+        # Older andons wrote only the stopped line's facts: a forced deploy was one past a stop.
+        through = " and ".join(past) if past else "the stopped line"
+        return Message("warn", f"Forced deploy of {sha} to {where} past {through}, by {who}", tuple(facts))
     if item.kind == "rollback.held":
         return _held(announcement, where, who, at, reason)
     if item.kind == "migration.reminder":

@@ -539,10 +539,26 @@ def test_each_message_names_the_environment_repository_who_why_shas_and_times(lo
                              f"Rollback: deploy #2 by alice\nStarted at: {at}\nFinished at: {at}\n"
                              "Line: still stopped until someone resumes it",
         "line.resumed": f"✅ Line resumed: production (shop), by carol\nReason: fixed by hand\nResumed at: {at}",
-        "deploy.forced": "⚠️ Forced deploy of ccccccc to production (shop) while the line is stopped, by dave\n"
+        "deploy.forced": "⚠️ Forced deploy of ccccccc to production (shop) past the stopped line, by dave\n"
                          "Reason: hotfix\nLine stopped by: carol: db migration\nDeploy: deploy #3 of ccccccc by dave\n"
                          f"At: {at}",
     }
+
+
+def test_a_forced_deploy_names_every_thing_it_went_past(log: DeployLog) -> None:
+    log.announce_to([SLACK], repository="shop")
+    forced = log.start("production", "c" * 40, who="dave", reason="hotfix")
+    with log.immediate() as conn:
+        log.event(conn, "deploy.forced", "production", forced.id, "dave", log.now(), reason="hotfix",
+                  frozen={"reason": "weekend", "opens": "2026-01-05T07:00:00.000000Z"},
+                  held={"shas": ["b" * 40, "e" * 40]})
+    [item] = log.outbox((PENDING,))
+    said = message(gather(log, item))
+    assert said is not None
+    assert said.plain().splitlines()[:3] == [
+        "⚠️ Forced deploy of ccccccc to production (shop) past a freeze and held commits, by dave",
+        "Reason: hotfix", "Freeze: weekend (opens 2026-01-05 07:00:00 UTC)"]
+    assert "Held commits: bbbbbbb, eeeeeee" in said.plain()
 
 
 def test_a_rollbacks_own_failed_deploy_row_is_skipped_not_sent(log: DeployLog, receiver: Receiver) -> None:
@@ -602,7 +618,7 @@ def test_the_lines_own_writers_are_announced_end_to_end(log: DeployLog, receiver
         "Rollback of production (shop) to aaaaaaa failed",  # never ran: told from the rollback's row
         "Line resumed: production (shop), by carol",
         "Line stopped: production (shop), by erin",
-        "Forced deploy of ccccccc to production (shop) while the line is stopped, by dave",
+        "Forced deploy of ccccccc to production (shop) past the stopped line, by dave",
     ]
     texts = [got.json()["text"] for got in receiver.accepted()]
     assert f"Reverts: deploy #{bad.id} of bbbbbbb by bob" in texts[2] and good.id != bad.id
