@@ -10,11 +10,17 @@ Three forms, each with a ``reason`` and a ``timezone`` (IANA name, default UTC):
   read in the time zone). A date ``from`` starts at that day's midnight; a date ``until`` ends at
   the end of that day (``from = 2026-12-24``, ``until = 2026-12-26``: three whole days).
 
-A window's duration is elapsed time, not wall-clock time: a 62-hour weekend freeze that
-crosses a change of summer time still lasts 62 hours, and begins when the local clock says
-(cron times are matched on the local clock by cronsim, which handles the hour that is skipped
-or repeated). Windows that overlap or touch chain together: the line opens when the last of
-them ends.
+A window's duration is on the local clock of its time zone, not elapsed time: a window that
+begins on Friday at 18:00 and lasts "62h" ends on Monday at 08:00 local whatever summer time
+does in between (61 elapsed hours in spring, 63 in autumn), and ``days = ["sat", "sun"]``,
+``start = "00:00"``, ``duration = "24h"`` covers each whole day, the 23- and 25-hour ones too:
+that is what people mean by a weekend or a night. The end is the start's local clock time plus
+the duration, read in the time zone: an end that falls in the hour skipped in spring is taken
+as the later instant (02:30 that does not exist is read as 03:30 summer time, as the clock
+shows it), one in the hour repeated in autumn as the earlier (the first 02:30). Cron times are
+matched on the local clock by cronsim, which handles the skipped and repeated hour too.
+Windows that overlap or touch chain together, both ways: a freeze in force is in force since
+the first of them began, and the line opens when the last of them ends.
 
 cronsim (healthchecks.io's cron evaluator: small, pure Python, correct across DST changes) and
 zoneinfo are imported only when a freeze is configured.
@@ -49,7 +55,7 @@ class Freeze(NamedTuple):
     reason: str
     timezone: str = "UTC"
     cron: str | None = None  # when each window begins, on the local clock of ``timezone``
-    duration: float = 0.0  # seconds each cron window lasts
+    duration: float = 0.0  # seconds each cron window lasts, on the local clock (see above)
     start: datetime | None = None  # a one-off window: [start, end)
     end: datetime | None = None
 
@@ -63,8 +69,8 @@ class Freeze(NamedTuple):
 
         zone = _zone(self.timezone)
         length = timedelta(seconds=self.duration)
-        # The latest start at or before ``moment - length`` cannot reach ``moment``; start from
-        # the latest one before ``moment`` that can, then go forward.
+        # The latest start whose window ends at or before ``moment`` cannot reach it; start from
+        # there (windows that end before it are not missed: ends follow starts), then go forward.
         local = moment.astimezone(zone)
         back = CronSim(self.cron, local, reverse=True)
         first: datetime | None = None
@@ -73,15 +79,25 @@ class Freeze(NamedTuple):
             if began is None:
                 break
             first = began
-            if began.astimezone(UTC) + length <= moment:
+            if _local_end(began, length, zone) <= moment:
                 break
         forward = CronSim(self.cron, (first or local) - timedelta(seconds=1))
         for _ in range(CHAIN_LIMIT):
             began = next(forward, None)
             if began is None:
                 return
-            start = began.astimezone(UTC)
-            yield start, start + length
+            yield began.astimezone(UTC), _local_end(began, length, zone)
+
+
+def _local_end(began: datetime, length: timedelta, zone: tzinfo) -> datetime:
+    """When a window that began at ``began`` (aware, in ``zone``) ends: on the local clock (UTC).
+
+    The local clock time of the start plus ``length``, read in ``zone`` with fold=0: in the hour
+    skipped in spring that is the later instant (the offset before the change: 02:30 is 03:30
+    summer time), in the hour repeated in autumn the earlier (the first 02:30).
+    """
+    wall = began.replace(tzinfo=None) + length
+    return wall.replace(tzinfo=zone, fold=0).astimezone(UTC)
 
 
 class Window(NamedTuple):
@@ -93,7 +109,13 @@ class Window(NamedTuple):
 
 
 def frozen(freezes: Sequence[Freeze], now: datetime) -> Window | None:
-    """The freeze in force at ``now`` (chained with every window that overlaps it), or None."""
+    """The freeze in force at ``now``, or None.
+
+    Chained with every window that overlaps or touches it, both ways: ``start`` is when the
+    first of them began (on Sunday, a Saturday-and-Sunday freeze is in force since Saturday),
+    ``opens`` when the last of them ends. The reason is that of the window that contains ``now``
+    and began first.
+    """
     now = now.astimezone(UTC)
     current: Window | None = None
     for freeze in freezes:
@@ -104,7 +126,7 @@ def frozen(freezes: Sequence[Freeze], now: datetime) -> Window | None:
                 current = Window(freeze.reason, start, end)
     if current is None:
         return None
-    return current._replace(opens=_chain(freezes, current.opens))
+    return current._replace(start=_chain_back(freezes, current.start), opens=_chain(freezes, current.opens))
 
 
 def next_freeze(freezes: Sequence[Freeze], now: datetime) -> Window | None:
@@ -138,6 +160,26 @@ def _chain(freezes: Sequence[Freeze], opens: datetime | None) -> datetime | None
             return opens
         opens = later
     return None
+
+
+def _chain_back(freezes: Sequence[Freeze], since: datetime) -> datetime:
+    """Where a window that began at ``since`` really began: windows that end at or after it extend it.
+
+    At most CHAIN_LIMIT steps back (a schedule whose windows overlap for ever: the earliest
+    start found by then).
+    """
+    for _ in range(CHAIN_LIMIT):
+        earlier = since
+        for freeze in freezes:
+            for start, end in freeze.windows_around(since):
+                if start >= since:
+                    break
+                if end >= since and start < earlier:
+                    earlier = start
+        if earlier == since:
+            return since
+        since = earlier
+    return since
 
 
 def _zone(name: str) -> tzinfo:

@@ -42,16 +42,40 @@ def test_a_weekend_freeze_before_inside_and_after(tmp_path: Path) -> None:
     assert coming is not None and coming.start == utc(2026, 11, 27, 17, 0)
 
 
-def test_a_window_across_a_change_of_summer_time_lasts_its_duration(tmp_path: Path) -> None:
+def test_a_window_across_a_change_of_summer_time_lasts_its_duration_on_the_local_clock(tmp_path: Path) -> None:
     weekend = freezes(tmp_path, BERLIN_WEEKEND)
     # Summer time begins on Sunday 2026-03-29: Friday 18:00 is UTC+1, Monday is UTC+2.
     window = frozen(weekend, utc(2026, 3, 28, 12, 0))
     assert window is not None
     assert window.start == utc(2026, 3, 27, 17, 0)
-    assert window.opens == window.start + timedelta(hours=62)  # Monday 09:00 local: elapsed time, not wall clock
+    assert window.opens == utc(2026, 3, 30, 6, 0)  # Monday 08:00 local: 61 elapsed hours
+    assert window.opens - window.start == timedelta(hours=61)
+    assert frozen(weekend, utc(2026, 3, 30, 5, 59)) is not None
+    assert frozen(weekend, utc(2026, 3, 30, 6, 0)) is None
     # The next Friday's window begins at 18:00 local, now UTC+2.
     coming = next_freeze(weekend, window.opens)
     assert coming is not None and coming.start == utc(2026, 4, 3, 16, 0)
+    # Summer time ends on Sunday 2026-10-25: Friday 18:00 is UTC+2, Monday 08:00 is UTC+1.
+    autumn = frozen(weekend, utc(2026, 10, 24, 12, 0))
+    assert autumn is not None
+    assert autumn.start == utc(2026, 10, 23, 16, 0)
+    assert autumn.opens == utc(2026, 10, 26, 7, 0)  # Monday 08:00 local: 63 elapsed hours
+    assert frozen(weekend, utc(2026, 10, 26, 6, 59)) is not None
+    assert frozen(weekend, utc(2026, 10, 26, 7, 0)) is None
+
+
+def test_a_window_that_ends_in_the_skipped_or_the_repeated_hour(tmp_path: Path) -> None:
+    night = freezes(tmp_path, '[[environments.production.freeze]]\nreason = "batch"\ntimezone = "Europe/Berlin"\n'
+                              'cron = "30 2 * * sat"\nduration = "24h"\n')
+    # Saturday 2026-03-28 02:30 (UTC+1) + 24h on the clock is Sunday 02:30, which is skipped:
+    # the later instant, 03:30 summer time (01:30 UTC).
+    spring = frozen(night, utc(2026, 3, 28, 12, 0))
+    assert spring is not None and spring.start == utc(2026, 3, 28, 1, 30)
+    assert spring.opens == utc(2026, 3, 29, 1, 30)
+    # Saturday 2026-10-24 02:30 (UTC+2) + 24h is Sunday 02:30, which comes twice: the first (UTC+2).
+    autumn = frozen(night, utc(2026, 10, 24, 12, 0))
+    assert autumn is not None and autumn.start == utc(2026, 10, 24, 0, 30)
+    assert autumn.opens == utc(2026, 10, 25, 0, 30)
 
 
 def test_a_nightly_window_across_midnight(tmp_path: Path) -> None:
