@@ -23,7 +23,9 @@ just before it: ``andon deploy`` probes one round before running its action, and
 was already down in that round is not counted: the verification says so once ("api was
 already down before this deploy: not counted"), and that check's failures fail no round, nor
 does its missing version, until it is seen up; from then on it counts like any other (it came
-back, and the deploy must not break it again). Only ``down`` is excused, because only ``down``
+back, and the deploy must not break it again), its version included: a new version seen before
+it came back no longer suffices, and a round in which it too reports the new SHA is needed
+(it may come back running the old code). Only ``down`` is excused, because only ``down``
 fails a round; a slow check fails nothing either way. A **rollback** is judged without a state
 before (``baseline`` None): it is there to bring health back, so a check still down after it
 is exactly what it must report (:func:`backend.rollback.run_rollback`).
@@ -154,8 +156,10 @@ def verify(
             rounds += 1
             latest = {sample.check: sample for sample in samples}
             for name in [name for name in excused if name in latest and latest[name].state == UP]:
-                excused.remove(name)  # back up: from now on it counts
+                excused.remove(name)  # back up: from now on it counts, its version too
                 say(f"[andon: {minutes(began - start)} / {minutes(window)} {name} is up again: counted from now]\n")
+                if name in versioned:
+                    reached = False  # the new version must now be seen in a round that counts it as well
             state = environment_state({check.name: latest.get(check.name) for check in checks}, checks,
                                       world.clock())
             if log.take_lease(lease, holder, lease_seconds(checks)):

@@ -88,3 +88,17 @@ def test_a_check_down_before_that_comes_back_counts_from_then_on(two: Two) -> No
     assert any("api is up again: counted from now" in text for text in seen)
     assert outcome.verdict is not None and outcome.verdict.status == UNHEALTHY
     assert outcome.verdict.reason == "2 failed rounds in a row (api: HTTP 500)"
+
+
+def test_a_check_that_comes_back_on_the_new_version_after_it_was_seen_elsewhere_passes(two: Two) -> None:
+    def show(text: str) -> None:
+        if "is reported]" in text and two.api.status != 200:  # web reported it: api comes back, on the new SHA
+            two.api.version = two.shas[1]
+            two.api.status = 200
+
+    outcome = deploy(two.world, "ok", two.shas[1], runner=Runner(), on_output=show)
+    output = two.world.log.get(outcome.deploy.id).output
+    assert "api is up again: counted from now" in output
+    assert output.count("is reported]") == 2  # seen again in a round that counts api too
+    assert outcome.verdict is not None and outcome.verdict.status == SUCCEEDED, outcome.verdict.reason
+    assert outcome.verdict.excused == ()
