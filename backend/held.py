@@ -1,11 +1,15 @@
 """Held commits: the commits a rollback took out of an environment stay out (issue 10, part A).
 
-When a rollback's deploy succeeds, :func:`hold_reverted` holds the commits of the deploy it
-reverted in that environment: its release range ``prev_sha..sha`` (:meth:`History.ranges`),
-less what the rollback's target still contains (a rollback ``--to`` a deploy between the two
-took out only the rest). When that range cannot be worked out (a commit gone from the clone,
-git failing), the reverted deploy's own SHA is held all the same and the ``commit.held`` event
-says why (``range_error``).
+When a rollback's deploy succeeds, :func:`hold_reverted` holds in that environment the commits
+it took out of it: those in what was live before it (the SHA of the deploy it reverts, the
+environment's newest) and not in its target, ``target..live`` (:meth:`History.ranges`). For a
+rollback of the newest deploy to the one before, that is the newest deploy's own range; a
+rollback ``--to`` further back takes out (and holds) the deploys in between too, and so does a
+second rollback in the same stop (what it reverts is the first rollback's own deploy, whose own
+range is empty; it holds ``target..live`` all the same: what the first left live). The
+``commit.held`` event names ``live_sha`` and ``target_sha``. When that range cannot be worked
+out (the target gone from the clone, git failing), the reverted deploy's own range is held
+instead, or failing that its own SHA, and the event says why (``range_error``).
 
 A held commit stays out of every ``andon deploy`` to that environment (part B's gate calls
 :func:`blocking`; exit 11) until either
@@ -58,29 +62,34 @@ def held(world: World, env: str) -> list[HeldCommit]:
 
 
 def hold_reverted(world: World, rollback: Rollback) -> list[HeldCommit]:
-    """Hold in the rollback's environment the commits of the deploy it reverted (see the module's
+    """Hold in the rollback's environment the commits it took out of it (see the module's
     docstring); returns those newly held (one ``commit.held`` event for them)."""
     if rollback.reverts is None:
         return []
     log = world.log
-    reverted = log.get(rollback.reverts)
+    reverted = log.get(rollback.reverts)  # the deploy live when the rollback was asked for
     if reverted.damaged or not FULL_SHA.match(reverted.sha):
         return []
-    pair = (reverted.prev_sha, reverted.sha)
-    # What the target still has is not taken out: (target, sha) in the same batch (usually the same pair).
-    out = (rollback.target_sha, reverted.sha) if FULL_SHA.match(rollback.target_sha) else pair
-    found = world.history.ranges(list(dict.fromkeys([pair, out])))
-    taken, still = found[pair], found[out]
-    detail: dict[str, object] = {}
-    if taken.error:
-        subject = next((c.subject for c in still.commits if c.sha == reverted.sha), "") if not still.error else ""
-        commits = [(reverted.sha, subject)]
-        bound = reverted.sha
-        detail["range_error"] = f"{taken.error}; only {short(reverted.sha)}, the deploy's own commit, is held"
+    live = reverted.sha
+    own = (reverted.prev_sha, live)  # that deploy's own range: the fallback, usually known already
+    target = rollback.target_sha if FULL_SHA.match(rollback.target_sha) else None
+    out = (target, live) if target is not None else own
+    found = world.history.ranges(list(dict.fromkeys([out, own])))
+    taken, fallback = found[out], found[own]
+    detail: dict[str, object] = {"live_sha": live, "target_sha": target}
+    if not taken.error:
+        commits = [(c.sha, c.subject) for c in taken.commits]
+        bound = target or reverted.prev_sha or live
+    elif out != own and not fallback.error:
+        commits = [(c.sha, c.subject) for c in fallback.commits]
+        bound = reverted.prev_sha or live
+        detail["range_error"] = (f"{taken.error}; only the commits of deploy #{reverted.id} "
+                                 f"({short(reverted.prev_sha or '') or 'first'}..{short(live)}) are held")
     else:
-        keep = None if still.error or out == pair else {c.sha for c in still.commits}
-        commits = [(c.sha, c.subject) for c in taken.commits if keep is None or c.sha in keep]
-        bound = reverted.prev_sha or reverted.sha
+        subject = next((c.subject for c in fallback.commits if c.sha == live), "") if not fallback.error else ""
+        commits = [(live, subject)]
+        bound = live
+        detail["range_error"] = f"{taken.error}; only {short(live)}, the deploy's own commit, is held"
     if not commits:
         return []
     return log.hold_commits(rollback.env, commits, bound=bound, who=rollback.who or "andon",

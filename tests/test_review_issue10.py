@@ -29,9 +29,6 @@ def _config(text: str):  # type: ignore[no-untyped-def]
 # -- held commits -------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="a second rollback (--to further back, in the same stop) holds nothing: "
-                                       "it 'reverts' the first rollback's own row, whose range is empty, so the "
-                                       "commits it took out can be deployed again at once")
 def test_a_second_rollback_further_back_holds_what_it_took_out(repo: Repo, tmp_path: Path) -> None:
     line = Line(repo, tmp_path)
     line.record(line.good, line.bad1, line.bad2)  # three deploys: good, then bad one, then bad two
@@ -46,9 +43,15 @@ def test_a_second_rollback_further_back_holds_what_it_took_out(repo: Repo, tmp_p
     ok("resume", "--env", ENV, "--reason", "rolled back", cwd=line.path)
     # bad one left the environment with the second rollback: it must stay out like bad two.
     refused = andon("deploy", "--env", ENV, "--sha", line.bad1, cwd=line.path)
-    assert refused.code == 11, (refused.code, refused.err)  # today: 0, and bad one is live again
+    assert refused.code == 11, (refused.code, refused.err)  # was: 0, and bad one was live again
     assert line.ran_shas() == [line.bad1, line.good]
     assert line.bad1[:7] in refused.err
+    # Each rollback held what it took out: bad two, then bad one (what the first left live, not in good).
+    [(_, one), (_, two)] = line.events("commit.held")
+    assert (one["shas"], one["live_sha"], one["target_sha"]) == ([line.bad2], line.bad2, line.bad1)
+    assert (two["shas"], two["live_sha"], two["target_sha"]) == ([line.bad1], line.bad1, line.good)
+    assert two["rollback_id"] == second.id and "range_error" not in two
+    assert andon("deploy", "--env", ENV, "--sha", line.bad2, cwd=line.path).code == 11
 
 
 # -- scheduled freezes ----------------------------------------------------------------------------
