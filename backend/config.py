@@ -410,9 +410,9 @@ def parse(data: dict[str, Any], path: Path, text: str, prefix: str = "") -> Conf
             raise fail(f"{key}.auto_rollback", "needs auto_stop = true: a rollback stops the line first")
         freezes = parse_freezes(raw.get("freeze", []), f"{key}.freeze", fail, _describe)
         reminder = raw.get("stop_reminder_minutes", DEFAULT_STOP_REMINDER)
-        if not _is_number(reminder) or reminder < 0:
+        if not _is_number(reminder) or not (reminder == 0 or reminder >= 1):
             raise fail(f"{key}.stop_reminder_minutes",
-                       f"must be a number of minutes (0: no reminder), not {_describe(reminder)}")
+                       f"must be a number of minutes, 0 (no reminder) or at least 1, not {_describe(reminder)}")
         environments[name] = Environment(
             name, actions["deploy"], actions["rollback"], float(timeout),
             health, float(verify_seconds), verify_failures, float(grace),

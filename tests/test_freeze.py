@@ -149,12 +149,18 @@ def test_stop_reminder_and_notifier_events(tmp_path: Path) -> None:
     config = load_file(path)
     assert config.environment("production").stop_reminder_minutes == 15.0
     assert config.environment("staging").stop_reminder_minutes == 60.0
+    for fine in ("0", "1", "1.5"):
+        path.write_text(f"[environments.production]\nstop_reminder_minutes = {fine}\n")
+        assert load_file(path).environment("production").stop_reminder_minutes == float(fine)
     slack, hook = config.notifiers
     assert "deploys" not in slack.events and {"stops", "rollbacks", "failures", "resumes"} <= slack.events
     assert hook.events == frozenset({"deploys", "stops"})
     for bad, message in (('events = ["everything"]', "names 'everything', which is not a kind of news"),
                          ('events = "stops"', "events must be a list"),
-                         ('stop_reminder_minutes = -1', "stop_reminder_minutes must be a number of minutes")):
+                         ('stop_reminder_minutes = -1', "stop_reminder_minutes must be a number of minutes"),
+                         ('stop_reminder_minutes = 0.5', "must be a number of minutes, 0 \\(no reminder\\) or at least 1"),
+                         ('stop_reminder_minutes = 1e-300', "or at least 1, not 1e-300"),
+                         ('stop_reminder_minutes = inf', "stop_reminder_minutes must be a number of minutes")):
         table = "[environments.production]\n" if "stop_reminder" in bad else '[[notify]]\nkind = "slack"\nurl_env = "A"\n'
         path.write_text(table + bad + "\n")
         with pytest.raises(ConfigError, match=message):

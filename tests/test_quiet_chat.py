@@ -183,3 +183,78 @@ def test_eight_processes_looking_at_once_write_one_reminder(repo: Repo, tmp_path
     finally:
         again.close()
     assert [(r["count"], r["minutes"]) for r in reminders] == [(3, 3)]
+
+
+def test_a_tiny_interval_counts_at_most_the_limit_and_never_overflows(tmp_path: Path) -> None:
+    from backend.store.reminders import INTERVALS_LIMIT
+
+    log = DeployLog.open(tmp_path / "andon.db", clock=lambda: datetime.now(UTC) - timedelta(minutes=5))
+    try:
+        log.stop_line("production", who="carol", reason="api down")
+        now = datetime.now(UTC)
+        # 1e-300 minutes: ~1e302 intervals; 5e-324 (the smallest float): the count is inf.
+        assert log.remind_stopped_lines({"production": 1e-300}, now=now) == ["production"]
+        assert log.remind_stopped_lines({"production": 5e-324}, now=now + timedelta(minutes=1)) == []
+        reminders = [json.loads(e.detail) for e in log.events(100) if e.kind == "line.reminder"]
+    finally:
+        log.close()
+    assert [r["count"] for r in reminders] == [INTERVALS_LIMIT]
+
+
+class _Boom:
+    """A reminder look that fails with what is not an AndonError, every time; counts the looks."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, world: object) -> list[str]:
+        self.calls += 1
+        raise OverflowError("Python int too large to convert to SQLite INTEGER")
+
+
+def test_andon_watch_chat_goes_on_when_the_reminder_look_fails(monkeypatch: Any) -> None:
+    import threading
+
+    from backend import AndonError, line_reminder
+    from tui import cli
+
+    boom, delivered, failures = _Boom(), [], []
+    monkeypatch.setattr(line_reminder, "remind", boom)
+    monkeypatch.setattr(line_reminder, "REMIND_EVERY", 0.0)
+    monkeypatch.setattr(cli, "CHAT_EVERY", 0.01)
+    monkeypatch.setattr("backend.notify.deliver_pending", lambda world: delivered.append(world))
+    monkeypatch.setattr("backend.migrations.evaluate", lambda world, evidence: None)
+    monkeypatch.setattr("backend.migrations.remind", lambda world, backlog: None)
+    stop = threading.Event()
+    thread = threading.Thread(target=cli._deliver_until, args=(object(), stop, failures.append), daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while len(delivered) < 3 and thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    stop.set()
+    thread.join(5)
+    assert len(delivered) >= 3 and boom.calls >= 3  # still looking, still delivering
+    assert all(isinstance(error, AndonError) for error in failures)
+    assert str(failures[0]) == "line reminders: OverflowError: Python int too large to convert to SQLite INTEGER"
+
+
+def test_the_dashboard_chat_feed_goes_on_when_the_reminder_look_fails(monkeypatch: Any) -> None:
+    from types import SimpleNamespace
+
+    from backend import line_reminder
+    from tui.chat_feed import ChatDelivered, ChatFeed
+
+    posted: list[ChatDelivered] = []
+    warnings: list[str] = []
+    report = SimpleNamespace(dead=[])
+    screen = SimpleNamespace(world=SimpleNamespace(config=SimpleNamespace(notifiers=("x",))),
+                             post_message=posted.append, log=SimpleNamespace(warning=warnings.append))
+    monkeypatch.setattr(line_reminder, "remind", _Boom())
+    monkeypatch.setattr("backend.notify.deliver_pending", lambda world: report)
+    feed = ChatFeed(screen)  # type: ignore[arg-type]
+    feed._deliver()
+    [message] = posted
+    assert message.report is report  # delivered all the same
+    feed.delivered(message)
+    assert feed.report is report
+    assert warnings == ["chat: line reminders: OverflowError: Python int too large to convert to SQLite INTEGER"]

@@ -36,7 +36,8 @@ CHAT_EVERY = 1.0  # seconds between two looks at the outbox
 
 
 class ChatDelivered(Message):
-    """A delivery ended: its report (None when the log could not be read: ``error``)."""
+    """A delivery ended: its report (None when the log could not be read: ``error``); ``error``
+    beside a report: the reminders of a stopped line failed, and delivery went on."""
 
     def __init__(self, report: Report | None, error: str = "") -> None:
         super().__init__()
@@ -84,22 +85,28 @@ class ChatFeed:
         from backend import line_reminder
         from backend.notify import deliver_pending
 
-        try:
-            if self._reminded is None or time.monotonic() - self._reminded >= line_reminder.REMIND_EVERY:
-                self._reminded = time.monotonic()
+        trouble = ""
+        if self._reminded is None or time.monotonic() - self._reminded >= line_reminder.REMIND_EVERY:
+            self._reminded = time.monotonic()
+            try:
                 line_reminder.remind(self.world)
+            except Exception as error:  # noqa: BLE001 - the reminders' trouble must not stop the chat
+                trouble = str(error) if isinstance(error, AndonError) else \
+                    f"line reminders: {type(error).__name__}: {error}"
+        try:
             report = deliver_pending(self.world)
         except AndonError as error:
-            self.screen.post_message(ChatDelivered(None, str(error)))
+            self.screen.post_message(ChatDelivered(None, "; ".join(filter(None, (trouble, str(error))))))
             return
-        self.screen.post_message(ChatDelivered(report))
+        self.screen.post_message(ChatDelivered(report, trouble))
 
     def delivered(self, message: ChatDelivered) -> None:
         screen = self.screen
         if self._again:
             screen.call_later(self.deliver)
-        if message.report is None:
+        if message.error:  # the log could not be read, or the reminders failed (delivery went on)
             screen.log.warning(f"chat: {message.error}")
+        if message.report is None:
             return
         self.report = message.report
         dead = {item.id: item for item in message.report.dead}

@@ -587,8 +587,9 @@ def _deliver_until(world: World, stop: threading.Event, failed: Callable[[AndonE
             stopped_looked = time.monotonic()
             try:
                 line_reminder.remind(world)
-            except AndonError as error:
-                failed(error)
+            except Exception as error:  # noqa: BLE001 - the reminders' trouble must not stop the line's chat
+                failed(error if isinstance(error, AndonError) else
+                       AndonError(f"line reminders: {type(error).__name__}: {error}"))
         if time.monotonic() - looked >= REMIND_EVERY:
             looked = time.monotonic()
             try:

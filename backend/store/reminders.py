@@ -37,6 +37,11 @@ CREATE TABLE line_reminders (
 """
 
 
+# At most this many intervals of one stop are counted (``reminded`` is an SQLite INTEGER): the
+# configuration asks for at least a minute, but no interval, however small, may overflow it.
+INTERVALS_LIMIT = 1_000_000_000
+
+
 class RemindersMixin(LogCore):
     """The ``line_reminders`` table (mixed into :class:`backend.store.DeployLog`)."""
 
@@ -111,8 +116,10 @@ def _moment(stamp: str) -> datetime | None:
 
 
 def _intervals(since: str, moment: datetime, minutes: float) -> int:
-    """Whole intervals of ``minutes`` between ``since`` and ``moment`` (0 when it cannot be told)."""
+    """Whole intervals of ``minutes`` between ``since`` and ``moment`` (0 when it cannot be told),
+    at most :data:`INTERVALS_LIMIT` (a tiny interval: counted in floats, never overflowing)."""
     began = _moment(since)
-    if began is None or minutes <= 0:
+    if began is None or not minutes > 0:
         return 0
-    return max(0, int((moment - began).total_seconds() // (minutes * 60)))
+    count = (moment - began).total_seconds() // (minutes * 60)  # inf when minutes * 60 underflows
+    return int(min(max(count, 0.0), INTERVALS_LIMIT))
