@@ -16,7 +16,10 @@ A held commit stays out of every ``andon deploy`` to that environment (part B's 
 
 * the SHA deployed also contains a commit that reverts it: its message says
   ``This reverts commit <full sha>`` (as ``git revert`` writes). A revert of that revert puts
-  it back in. A fix that lands on top is not enough: nothing but a revert or a person says so;
+  it back in. A revert of a merge (``git revert -m 1 M``: ``This reverts commit M, reversing
+  changes made to P.``) takes out all the merge brought in, ``P..M``: the held commits of the
+  merged branch count as reverted too (one ``git rev-list`` per merge reverted). A fix that lands
+  on top is not enough: nothing but a revert or a person says so;
 * or a person releases it (:func:`release`: ``andon release SHA --env E --reason TEXT`` or
   ``u`` on the dashboard). The row is kept, released, with who and why; ``commit.released``.
 
@@ -26,11 +29,15 @@ Cost (:func:`blocking`, on the way of every deploy): an environment with nothing
 git at all (one SQLite read). Otherwise one :meth:`History.contains` batch tells which held
 commits the SHA contains; none: done. Some: ONE ``git log --format=%H%x00%B SHA ^bound...``
 reads the messages of the commits that could revert them. The bound of each hold is the lower
-end of the range it was held from (the reverted deploy's previous SHA, or the commit itself):
-a revert of a held commit descends from it, so cannot be reachable from that bound, and the
-walk covers only what was written since. (Bounding by the held commits themselves would miss
-a revert lying between two held commits, as when a later rollback holds a range that holds
-both a bad commit and its revert.) Nothing is cached: holds, releases and the clone change.
+end of the range it was held from (the rollback's target, or the commit itself): a revert of a
+held commit descends from it, so cannot be reachable from that bound, and the walk covers only
+what was written since. (Bounding by the held commits themselves would miss a revert lying
+between two held commits, as when a later rollback holds a range that holds both a bad commit
+and its revert.) Only bounds still in the clone are used (one ``cat-file`` batch): a hold whose
+bound is gone (a deployed branch deleted and collected) is bounded by its parents that are not
+held themselves (one ``rev-list``, only then), which hide no more than the bound did. Nothing is
+cached: holds, releases and the clone change. A git failure is :class:`GitError`; the gate lets
+a forced deploy through all the same (:func:`backend.gate.check`).
 
 Held rows whose commits were reverted stay held (a read never writes): they cost the
 contains batch of a deploy whose SHA contains them, and are shown until released.
@@ -44,7 +51,7 @@ from collections.abc import Sequence
 from backend import AndonError
 from backend.history import FULL_SHA
 from backend.models import SUCCEEDED
-from backend.repository import GitError
+from backend.repository import GitError, Repository
 from backend.store.held import HeldCommit
 from backend.store.line import Rollback
 from backend.text import clean_line, decode, short
@@ -52,7 +59,9 @@ from backend.world import World
 
 __all__ = ["HeldCommit", "blocking", "held", "hold_reverted", "release"]
 
-REVERTS = re.compile(rb"This reverts commit ([0-9a-f]{40})")
+# "This reverts commit X." or, for a merge reverted with git revert -m, "This reverts commit X, reversing
+# changes made to P." (P: the mainline parent; git wraps the line after "reversing").
+REVERTS = re.compile(rb"This reverts commit ([0-9a-f]{40})(?:,\s+reversing\s+changes\s+made\s+to\s+([0-9a-f]{40}))?")
 HEX = re.compile(r"\A[0-9a-fA-F]{4,40}\Z")
 
 
@@ -114,37 +123,70 @@ def blocking(world: World, env: str, sha: str) -> list[HeldCommit]:
                        "this clone")
     if not inside:
         return []
-    reverted = _reverted(world, sha, inside)
+    reverted = _reverted(world, sha, inside, {hold.sha for hold in holds})
     return [hold for hold in inside if hold.sha not in reverted]
 
 
-def _reverted(world: World, sha: str, holds: Sequence[HeldCommit]) -> set[str]:
-    """Which of ``holds`` a commit in ``sha``'s history reverts (one ``git log``, oldest first)."""
-    repository = world.history.repository
+def _reverted(world: World, sha: str, holds: Sequence[HeldCommit], all_held: set[str]) -> set[str]:
+    """Which of ``holds`` a commit in ``sha``'s history reverts (one ``git log``, oldest first;
+    see the module's docstring for its bounds, and for reverts of merges)."""
+    history = world.history
+    repository = history.repository
     if repository is None:
         return set()
-    bounds = sorted({hold.bound for hold in holds if FULL_SHA.match(hold.bound)})
-    revisions = f"{sha}\n" + "".join(f"^{bound}\n" for bound in bounds)
+    bounds = _bounds(world, holds, all_held)
+    revisions = f"{sha}\n" + "".join(f"^{bound}\n" for bound in sorted(bounds))
     done = repository.run(["log", "-z", "--topo-order", "--reverse", "--format=%H%x00%B", "--stdin"],
                           stdin=revisions.encode())
     wanted = {hold.sha for hold in holds}
     reverted: set[str] = set()
-    # A revert -> (the held commit it concerns, whether it takes it out): a revert of a revert puts it back.
-    undoes: dict[str, tuple[str, bool]] = {}
+    # A revert -> (the held commits it concerns, whether it takes them out): a revert of a revert puts them back.
+    undoes: dict[str, tuple[frozenset[str], bool]] = {}
     fields = done.stdout.split(b"\x00")
     for index in range(0, len(fields) - 1, 2):
         commit = decode(fields[index]).strip()
         for match in REVERTS.finditer(fields[index + 1]):
             target = match.group(1).decode()
-            if target in wanted:
-                effect = (target, True)
-            elif target in undoes:
-                effect = (undoes[target][0], not undoes[target][1])
+            if target in undoes:
+                concerned, out = undoes[target][0], not undoes[target][1]
             else:
-                continue
-            undoes[commit] = effect
-            (reverted.add if effect[1] else reverted.discard)(effect[0])
+                concerned, out = frozenset({target} & wanted), True
+                if match.group(2) is not None:  # a merge reverted (git revert -m): all it brought in
+                    concerned |= _brought(repository, target, match.group(2).decode()) & wanted
+                if not concerned:
+                    continue
+            undoes[commit] = (concerned, out)
+            for held_sha in concerned:
+                (reverted.add if out else reverted.discard)(held_sha)
     return reverted
+
+
+def _bounds(world: World, holds: Sequence[HeldCommit], all_held: set[str]) -> set[str]:
+    """Where the search for reverts of ``holds`` may stop: each hold's bound (the lower end of the
+    range it was held from), when it is still a commit in this clone (one ``cat-file`` batch).
+    A hold whose bound is gone (a branch deleted and collected) is bounded by its parents that are
+    not held themselves (one ``rev-list``, only then): of a range ``target..live`` those are
+    reachable from ``target``, so they hide no more than it did; a held parent would hide the
+    reverts lying between two held commits. :class:`GitError` when git cannot say."""
+    history = world.history
+    wanted = {hold.bound for hold in holds if FULL_SHA.match(hold.bound)}
+    there = history.existing(wanted) if wanted else set()
+    lost = sorted({hold.sha for hold in holds if hold.bound not in there})
+    if not lost or history.repository is None:
+        return there
+    done = history.repository.run(["rev-list", "--no-walk", "--parents", "--stdin"],
+                                  stdin="".join(f"{sha}\n" for sha in lost).encode())
+    parents = {parent for line in decode(done.stdout).splitlines() for parent in line.split()[1:]}
+    return there | {parent for parent in parents if FULL_SHA.match(parent) and parent not in all_held}
+
+
+def _brought(repository: Repository, merge: str, mainline: str) -> set[str]:
+    """The commits ``merge`` brought in on top of ``mainline`` (``git rev-list merge ^mainline``):
+    what a ``git revert -m`` of it takes out. Empty when git cannot say (the merge is then all)."""
+    done = repository.run(["rev-list"], revisions=[merge, f"^{mainline}"], paths=[], check=False)
+    if done.status != 0:
+        return set()
+    return {line for line in decode(done.stdout).split() if FULL_SHA.match(line)}
 
 
 def resolve_held(world: World, env: str, text: str) -> tuple[str, HeldCommit | None]:

@@ -207,6 +207,54 @@ def test_a_revert_between_held_commits_of_a_later_rollback_still_counts(line: Li
     assert worse in line.blocking(worse)
 
 
+def test_with_the_ranges_lower_end_gone_a_revert_between_held_commits_still_counts(repo: Repo,
+                                                                                   tmp_path: Path) -> None:
+    """The bound gone from the clone, the search stops at the held commits' parents that are not
+    held themselves: a held parent would hide a revert lying between two held commits."""
+    line = Line(repo, tmp_path)
+    line.repo.git("checkout", "--quiet", "-b", "hotfix", line.good)
+    hotfix = line.change("hotfix", "hotfix")
+    line.repo.git("checkout", "--quiet", "main")
+    fixed = line.revert(line.bad1)
+    worse = line.change("three", "bad three")
+    line.record(line.good, hotfix, worse)
+    line.roll_back()  # to the hotfix: holds bad one, bad two, the revert of bad one and bad three
+    line.repo.git("branch", "-D", "--quiet", "hotfix")
+    line.repo.git("reflog", "expire", "--expire=now", "--all")
+    line.repo.git("gc", "--quiet", "--prune=now")
+    world = line.world()
+    try:
+        assert {hold.sha for hold in held(world, ENV)} == {line.bad1, line.bad2, fixed, worse}
+        assert {hold.bound for hold in held(world, ENV)} == {hotfix}
+        assert not world.history.existing([hotfix])
+    finally:
+        world.close()
+    assert set(line.blocking(worse)) == {line.bad2, fixed, worse}
+
+
+def test_a_merge_revert_asks_git_once_more_for_what_the_merge_brought(
+        line: Line, git_calls: GitCalls) -> None:  # noqa: F811 - the fixture
+    """A ``git revert -m 1`` of a held merge clears the branch it brought in: one rev-list for it."""
+    line.repo.git("checkout", "--quiet", "-b", "feature", line.good)
+    f1 = line.change("f1", "feature part one")
+    line.repo.git("checkout", "--quiet", "main")
+    line.repo.git("merge", "--quiet", "--no-ff", "-m", "Merge branch 'feature'", "feature")
+    merge = line.repo.head()
+    line.record(merge, start=datetime.now(UTC))
+    line.roll_back()
+    assert set(line.blocking(merge)) == {merge, f1}
+    line.repo.git("revert", "--no-edit", "-m", "1", merge)
+    fixed = line.change("four", "on top")
+    world = line.world()
+    try:
+        world.open()
+        git_calls.clear()
+        assert blocking(world, ENV, fixed) == []
+        assert (git_calls.count("log"), git_calls.count("rev-list")) == (1, 2)  # contains, then the merge's
+    finally:
+        world.close()
+
+
 def test_release_by_a_person_on_the_command_line_with_a_short_sha(rolled: Line) -> None:
     said = ok("release", rolled.bad1[:8], "--env", ENV, "--reason", "harmless after all", cwd=rolled.path,
               env={"ANDON_USER": "alice"}).out

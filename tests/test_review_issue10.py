@@ -81,9 +81,6 @@ def test_a_whole_weekend_freeze_covers_sunday_night_on_the_autumn_change_of_summ
     assert frozen(freezes, datetime(2026, 10, 25, 23, 0, tzinfo=UTC)) is None  # Monday: open
 
 
-@pytest.mark.xfail(strict=True, reason="a git revert of a merge commit (git revert -m 1, how a merged pull request "
-                                       "is reverted) releases only the merge itself: the branch's commits stay held "
-                                       "although the revert took every one of them out")
 def test_a_git_revert_of_the_bad_merge_lets_the_reverted_branch_ship(repo: Repo, tmp_path: Path) -> None:
     line = Line(repo, tmp_path)
     line.repo.git("checkout", "--quiet", "-b", "feature", line.good)
@@ -102,6 +99,12 @@ def test_a_git_revert_of_the_bad_merge_lets_the_reverted_branch_ship(repo: Repo,
     done = andon("deploy", "--env", ENV, "--sha", reverted, cwd=line.path)
     assert done.code == 0, done.err
     assert line.ran_shas()[-1] == reverted
+    # A revert of that revert brings the merge and its branch back in: held again, all three.
+    line.repo.git("revert", "--no-edit", reverted)
+    again = andon("deploy", "--env", ENV, "--sha", line.repo.head(), cwd=line.path)
+    assert again.code == 11, (again.code, again.err)
+    assert "3 commits" in again.err and merge[:7] in again.err
+    assert line.ran_shas()[-1] == reverted
 
 
 @pytest.mark.xfail(strict=True, reason="andon deploy checks held commits before the stopped line: with the line "
@@ -119,10 +122,6 @@ def test_deploy_refuses_in_the_same_order_as_line_check(repo: Repo, tmp_path: Pa
     assert refused.code == checked.code, (refused.code, refused.err)
 
 
-@pytest.mark.xfail(strict=True, reason="the search for reverts walks SHA ^bound with the held range's lower end as "
-                                       "bound: once that commit is gone from the clone git log fails, and every "
-                                       "deploy containing the held commits, a proper revert of them too, is refused "
-                                       "as an error (exit 1) instead of going (or exit 11)")
 def test_a_revert_ships_when_the_held_ranges_lower_end_is_gone_from_the_clone(repo: Repo, tmp_path: Path) -> None:
     line = Line(repo, tmp_path)
     line.repo.git("checkout", "--quiet", "-b", "hotfix", line.good)
@@ -137,10 +136,24 @@ def test_a_revert_ships_when_the_held_ranges_lower_end_is_gone_from_the_clone(re
     line.repo.git("branch", "-D", "--quiet", "hotfix")
     line.repo.git("reflog", "expire", "--expire=now", "--all")
     line.repo.git("gc", "--quiet", "--prune=now")
+    # The held commits are still told, not an error (was: exit 1, fatal: bad object).
+    checked = andon("line", "--env", ENV, "--check", "--sha", line.bad2, cwd=line.path)
+    assert checked.code == 11, (checked.code, checked.out, checked.err)
+    refused = andon("deploy", "--env", ENV, "--sha", line.bad2, cwd=line.path)
+    assert refused.code == 11 and line.bad1[:7] in refused.err, (refused.code, refused.err)
     reverted = line.revert(line.bad2, line.bad1)
     done = andon("deploy", "--env", ENV, "--sha", reverted, cwd=line.path)
     assert done.code == 0, (done.code, done.err)
     assert line.ran_shas() == [hotfix, reverted]
+    # Half reverted: bad one is still in, and still held.
+    half = andon("deploy", "--env", ENV, "--sha", f"{reverted}~1", cwd=line.path)
+    assert half.code == 11 and line.bad1[:7] in half.err and line.bad2[:7] not in half.err, (half.code, half.err)
+    # A person forces the held SHA through: it goes, and what it went past is recorded.
+    forced = andon("deploy", "--env", ENV, "--sha", line.bad2, "--force", "--reason", "we know", cwd=line.path)
+    assert forced.code == 0, (forced.code, forced.err)
+    assert line.ran_shas()[-1] == line.bad2
+    [(_, detail)] = line.events("deploy.forced")
+    assert detail["held"] == {"shas": [line.bad2, line.bad1]}
 
 
 def test_a_chained_freeze_is_in_force_since_its_first_window_began() -> None:

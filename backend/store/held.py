@@ -6,10 +6,11 @@ Table ``held_commits``, one row per (environment, commit) hold. A row is *held* 
 allows one held row per (env, sha): holding a commit already held is a no-op, and a
 commit released and then taken out again by a later rollback gets a new row.
 
-``bound`` is the lower bound of the range the commit was held from (the reverted deploy's
-previous SHA, or the commit itself when only it could be held): no commit reachable from
-it can descend from a held commit, so a search for reverts walks ``SHA ^bound`` and loses
-nothing (:func:`backend.held.blocking`).
+``bound`` is the lower bound of the range the commit was held from (the rollback's target,
+the reverted deploy's previous SHA when that range could not be worked out, or the commit
+itself when only it could be held): no commit reachable from it can descend from a held
+commit, so a search for reverts walks ``SHA ^bound`` and loses nothing
+(:func:`backend.held.blocking`, which copes with a bound gone from the clone).
 
 Holding writes ``commit.held`` and releasing ``commit.released``, in the same transaction as
 the rows (see :mod:`backend.held` for what decides which commits, and the events' detail).
