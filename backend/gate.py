@@ -19,8 +19,13 @@ and returns what was overridden (recorded in ``deploy.forced``); with ``wait`` i
 that many seconds for a stopped line to resume or a freeze to open, looking again every
 :data:`WAIT_LINE_POLL` seconds (one SELECT each). Decisions:
 
+* without ``wait`` the refusal raised is the first in :func:`check`'s order (stopped, frozen,
+  held), so that ``andon deploy`` exits as ``andon line --check --sha`` does;
 * held commits are never waited for: they clear by a revert (a new SHA, so a new deploy) or by
-  a person's release, not by time; a deploy of a SHA with held commits is refused at once;
+  a person's release, not by time; with ``wait``, a deploy of a SHA with held commits is refused
+  at once (exit 11) even when the line is stopped too: waiting could not let it through;
+* with ``force``, git failing to say which held commits the SHA contains does not stop the
+  deploy: the gate records that the check could not be made (``held``: ``error``);
 * a freeze that opens only after the wait would end is not waited for either: refused at once,
   saying when it opens (waiting 60 s for a weekend freeze helps nobody);
 * the stopped line is looked at again inside the deploy's own transaction
@@ -44,6 +49,7 @@ from backend.models import from_iso, to_iso
 from backend.text import short
 
 if TYPE_CHECKING:
+    from backend.repository import GitError
     from backend.store.line import LineState
     from backend.world import World
 
@@ -160,10 +166,20 @@ def _blocking(world: World, env: str, sha: str) -> list[Any]:
     return list(blocking(world, env, sha))
 
 
-def check(world: World, env: str, sha: str | None = None, now: datetime | None = None) -> Gate:
+def _unchecked(env: str, sha: str, error: GitError) -> Refusal:
+    """The held commits could not be checked (git failed): what a forced deploy records it went past."""
+    why = str(error)
+    return Refusal(HELD, EXIT_HELD, f"the commits held in {env} could not be checked for {short(sha)}: {why}",
+                   {"commits": [], "error": why})
+
+
+def check(world: World, env: str, sha: str | None = None, now: datetime | None = None, *,
+          forcing: bool = False) -> Gate:
     """Every reason a deploy of ``env`` (of the full SHA ``sha``, when given) may not go ahead at ``now``.
 
-    Without ``sha``: one SELECT and the freeze schedule, no git.
+    Without ``sha``: one SELECT and the freeze schedule, no git. :class:`GitError` (one line) when
+    git cannot say which held commits ``sha`` contains; with ``forcing`` (a forced deploy, which
+    goes whatever they are) that is a held refusal saying so instead (``error``, no ``commits``).
     """
     now = now if now is not None else world.clock()
     refusals = []
@@ -174,9 +190,17 @@ def check(world: World, env: str, sha: str | None = None, now: datetime | None =
     if window is not None:
         refusals.append(_frozen(env, window, now))
     if sha is not None:
-        commits = _blocking(world, env, sha)
-        if commits:
-            refusals.append(_held(env, sha, commits))
+        from backend.repository import GitError
+
+        try:
+            commits = _blocking(world, env, sha)
+        except GitError as error:
+            if not forcing:
+                raise
+            refusals.append(_unchecked(env, sha, error))
+        else:
+            if commits:
+                refusals.append(_held(env, sha, commits))
     return Gate(env, tuple(refusals), sha)
 
 
@@ -235,6 +259,8 @@ def overridden(gate: Gate) -> dict[str, Any]:
         detail["frozen"] = {"reason": refusal.detail["reason"], "opens": refusal.detail["opens"]}
     if (refusal := gate.refusal(HELD)) is not None:
         detail["held"] = {"shas": [commit["sha"] for commit in refusal.detail["commits"]]}
+        if "error" in refusal.detail:
+            detail["held"]["error"] = refusal.detail["error"]  # the check could not be made
     return detail
 
 
@@ -249,15 +275,15 @@ def admit(world: World, env: str, sha: str, *, force: bool, wait: float = 0.0,
     :class:`Frozen` (12), :class:`HeldCommits` (11) or :class:`backend.deployer.Interrupted`.
     ``on_wait`` hears, once, what is waited for and for how long at most.
     """
-    gate = check(world, env, sha)
+    gate = check(world, env, sha, forcing=force)
     if gate.ok or force:
         return gate
     deadline = monotonic() + max(0.0, wait)
     told = False
     while True:
         held = gate.refusal(HELD)
-        if held is not None:
-            _raise(gate, held)  # not cleared by waiting
+        if held is not None and wait > 0:
+            _raise(gate, held)  # not cleared by waiting; without waiting, the first refusal as in check
         left = deadline - monotonic()
         now = world.clock()
         for refusal in gate.refusals:

@@ -5,6 +5,7 @@ git repositories, a real SQLite log, ``andon`` as real processes, the rollback's
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import time
 from datetime import UTC, datetime, timedelta
@@ -205,6 +206,26 @@ def test_a_revert_between_held_commits_of_a_later_rollback_still_counts(line: Li
         world.close()
     assert line.bad1 not in line.blocking(worse) and line.bad2 not in line.blocking(worse)
     assert worse in line.blocking(worse)
+
+
+def test_a_forced_deploy_goes_when_git_cannot_check_the_held_commits_and_records_that(rolled: Line,
+                                                                                      tmp_path: Path) -> None:
+    """git failing in the search for reverts is an error for a plain deploy (one line, exit 1), but
+    never defeats --force: the forced deploy records that the held check could not be made."""
+    wrapper = tmp_path / "git"  # a real git that fails the search for reverts, and only it
+    wrapper.write_text(f'#!/bin/sh\nfor a in "$@"; do [ "$a" = "--format=%H%x00%B" ] && '
+                       f'{{ echo "fatal: simulated failure" >&2; exit 128; }}; done\nexec {shutil.which("git")} "$@"\n')
+    wrapper.chmod(0o755)
+    broken = {"GIT_PYTHON_GIT_EXECUTABLE": str(wrapper)}
+    assert "simulated failure" in fails("deploy", "--env", ENV, "--sha", rolled.bad2, cwd=rolled.path, env=broken)
+    assert rolled.ran_shas() == [rolled.good]
+    forced = andon("deploy", "--env", ENV, "--sha", rolled.bad2, "--force", "--reason", "hotfix now", cwd=rolled.path,
+                   env=broken)
+    assert forced.code == 0, (forced.code, forced.err)
+    assert f"could not be checked for {rolled.bad2[:7]}" in forced.err
+    assert rolled.ran_shas() == [rolled.good, rolled.bad2]
+    [(_, detail)] = rolled.events("deploy.forced")
+    assert detail["held"]["shas"] == [] and "simulated failure" in detail["held"]["error"]
 
 
 def test_with_the_ranges_lower_end_gone_a_revert_between_held_commits_still_counts(repo: Repo,

@@ -13,8 +13,6 @@ import tomllib
 from datetime import UTC, datetime
 from pathlib import Path
 
-import pytest
-
 from backend.config import parse
 from backend.freeze import frozen
 from tests.conftest import Repo
@@ -107,9 +105,6 @@ def test_a_git_revert_of_the_bad_merge_lets_the_reverted_branch_ship(repo: Repo,
     assert line.ran_shas()[-1] == reverted
 
 
-@pytest.mark.xfail(strict=True, reason="andon deploy checks held commits before the stopped line: with the line "
-                                       "stopped and a held SHA it exits 11 where andon line --check --sha (and the "
-                                       "README's 'in that order') says 5")
 def test_deploy_refuses_in_the_same_order_as_line_check(repo: Repo, tmp_path: Path) -> None:
     line = Line(repo, tmp_path)
     line.record(line.good, line.bad2)
@@ -120,6 +115,13 @@ def test_deploy_refuses_in_the_same_order_as_line_check(repo: Repo, tmp_path: Pa
     refused = andon("deploy", "--env", ENV, "--sha", line.bad2, cwd=line.path)
     assert line.ran_shas() == [line.good]
     assert refused.code == checked.code, (refused.code, refused.err)
+    assert "stopped" in refused.err
+    # Waiting for the line cannot clear held commits: with --wait-line they refuse at once (README).
+    started = time.monotonic()
+    waited = andon("deploy", "--env", ENV, "--sha", line.bad2, "--wait-line", "30", cwd=line.path)
+    assert waited.code == 11 and line.bad2[:7] in waited.err, (waited.code, waited.err)
+    assert time.monotonic() - started < 20
+    assert line.ran_shas() == [line.good]
 
 
 def test_a_revert_ships_when_the_held_ranges_lower_end_is_gone_from_the_clone(repo: Repo, tmp_path: Path) -> None:
