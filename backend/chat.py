@@ -228,10 +228,14 @@ def message(announcement: Announcement) -> Message | None:
             facts.append(("Freeze", _text(frozen.get("reason")) + (f" (opens {when(opens)})" if opens else "")))
         held = detail.get("held")
         shas = held.get("shas") if isinstance(held, dict) else None
+        unchecked = _text(held.get("error")) if isinstance(held, dict) else ""
         if isinstance(shas, list) and shas:
             past.append("held commits")
             facts.append(("Held commits", ", ".join(short(_sha(sha)) for sha in shas[:15])
                            + (f" and {len(shas) - 15} more" if len(shas) > 15 else "")))
+        elif unchecked:  # git could not say which held commits it contains: a forced deploy goes all the same
+            past.append("held commits it could not check")
+            facts.append(("Held commits", f"not checked: {unchecked}"))
         if deploy is not None:
             facts.append(("Deploy", describe_deploy(deploy, announcement.subject)))
         facts.append(("At", at))
@@ -334,11 +338,30 @@ def _commit_held(announcement: Announcement, where: str, who: str, at: str) -> M
 
 
 def _commit_released(announcement: Announcement, where: str, who: str, at: str) -> Message:
-    """``commit.released``: a person let a held commit be deployed again."""
+    """``commit.released``: a person let a held commit be deployed again, or (``andon release
+    --all``: ``shas``, ``subjects``, ``count``) every commit held there, in one message."""
     detail = announcement.detail
-    sha = short(_sha(detail.get("sha"))) or "?"
-    facts = (("Reason", _text(detail.get("reason")) or "none given"), ("Released at", at))
-    return Message("info", f"Commit {sha} released in {where}, by {who}: it may be deployed again", facts)
+    reason = ("Reason", _text(detail.get("reason")) or "none given")
+    shas = [sha for sha in detail.get("shas") or () if isinstance(sha, str)] \
+        if isinstance(detail.get("shas"), list) else []
+    if not shas:
+        sha = short(_sha(detail.get("sha"))) or "?"
+        return Message("info", f"Commit {sha} released in {where}, by {who}: it may be deployed again",
+                       (reason, ("Released at", at)))
+    subjects = [subject if isinstance(subject, str) else "" for subject in detail.get("subjects") or ()] \
+        if isinstance(detail.get("subjects"), list) else []
+    facts = [("Released", short(_sha(sha)) + (f" “{_text(subjects[n])}”" if n < len(subjects) and subjects[n] else ""))
+             for n, sha in enumerate(shas[:REMINDER_ITEMS])]
+    told = detail.get("count")
+    count = told if isinstance(told, int) and not isinstance(told, bool) and told >= len(shas) else len(shas)
+    if count > len(facts):
+        facts.append(("And", f"{count - len(facts)} more"))
+    facts += [reason, ("Released at", at)]
+    if count == 1:
+        return Message("info", f"Commit {short(_sha(shas[0]))} released in {where}, by {who}: it may be deployed "
+                               "again", tuple(facts))
+    return Message("info", f"{count} held commits released in {where}, by {who}: they may be deployed again",
+                   tuple(facts))
 
 
 # Issue 10's kinds: each has its wording (every title names the environment and the repository).

@@ -561,6 +561,40 @@ def test_a_forced_deploy_names_every_thing_it_went_past(log: DeployLog) -> None:
     assert "Held commits: bbbbbbb, eeeeeee" in said.plain()
 
 
+def test_a_forced_deploy_whose_held_check_could_not_be_made_says_so(log: DeployLog) -> None:
+    log.announce_to([SLACK], repository="shop")
+    forced = log.start("production", "c" * 40, who="dave", reason="hotfix")
+    with log.immediate() as conn:
+        log.event(conn, "deploy.forced", "production", forced.id, "dave", log.now(), reason="hotfix",
+                  held={"shas": [], "error": "git rev-list: object not found"})
+    [item] = log.outbox((PENDING,))
+    said = message(gather(log, item))
+    assert said is not None
+    lines = said.plain().splitlines()
+    assert lines[0] == "⚠️ Forced deploy of ccccccc to production (shop) past held commits it could not check, by dave"
+    assert "Held commits: not checked: git rev-list: object not found" in lines
+
+
+def test_a_release_of_every_held_commit_is_one_message_naming_them(log: DeployLog) -> None:
+    log.announce_to([SLACK], repository="shop")
+    shas = [f"{n:x}" * 40 for n in range(10, 15)] + ["1" * 40] * 12
+    with log.immediate() as conn:
+        log.event(conn, "commit.released", "production", None, "ada", log.now(), shas=shas,
+                  subjects=["fix the cart", "", "x", "y", "z"], count=17, reason="the build broke, not the code")
+        log.event(conn, "commit.released", "production", None, "ada", log.now(), shas=["a" * 40],
+                  subjects=["fix"], count=1, reason="fine")
+    several, one = (message(gather(log, item)) for item in log.outbox((PENDING,)))
+    assert several is not None and one is not None
+    lines = several.plain().splitlines()
+    assert lines[0] == "↩️ 17 held commits released in production (shop), by ada: they may be deployed again"
+    assert lines[1:3] == ["Released: aaaaaaa “fix the cart”", "Released: bbbbbbb"]
+    assert lines[-3:] == ["And: 2 more", "Reason: the build broke, not the code",
+                          "Released at: 2026-01-01 12:00:00 UTC"]
+    assert len([line for line in lines if line.startswith("Released: ")]) == 15
+    assert one.plain().splitlines()[0] == ("↩️ Commit aaaaaaa released in production (shop), by ada: it may be "
+                                           "deployed again")
+
+
 def test_a_rollbacks_own_failed_deploy_row_is_skipped_not_sent(log: DeployLog, receiver: Receiver) -> None:
     log.announce_to([SLACK])
     _events(log)
