@@ -22,6 +22,9 @@ A held commit stays out of every ``andon deploy`` to that environment (part B's 
   on top is not enough: nothing but a revert or a person says so;
 * or a person releases it (:func:`release`: ``andon release SHA --env E --reason TEXT`` or
   ``u`` on the dashboard). The row is kept, released, with who and why; ``commit.released``.
+  :func:`release_all` (``andon release --all``, or "all" in ``u``'s form) releases every commit
+  held in the environment with ONE ``commit.released`` event (``shas``, ``count``): a rollback of
+  a deploy of 11 commits whose build broke, not its code, is one decision, not eleven.
 
 A revert is per SHA, not a state of the hold: an older SHA without the revert is still refused.
 
@@ -57,7 +60,7 @@ from backend.store.line import Rollback
 from backend.text import clean_line, decode, short
 from backend.world import World
 
-__all__ = ["HeldCommit", "blocking", "held", "hold_reverted", "release"]
+__all__ = ["HeldCommit", "blocking", "held", "hold_reverted", "release", "release_all"]
 
 # "This reverts commit X." or, for a merge reverted with git revert -m, "This reverts commit X, reversing
 # changes made to P." (P: the mainline parent; git wraps the line after "reversing").
@@ -241,6 +244,33 @@ def release(world: World, env: str, sha: str, who: str, reason: str) -> str:
     about = f" ({released.subject})" if released.subject else ""
     return (f"released {short(full)}{about} in {env}: deploys may ship it again"
             + (f"; {left} commit{'s' if left != 1 else ''} still held there" if left else ""))
+
+
+def release_all(world: World, env: str, who: str, reason: str) -> str:
+    """A person releases every commit held in ``env`` at once (``andon release --all``, the
+    dashboard's "all"): the rollback's commits were fine (the build broke, not the code). One
+    line; ONE ``commit.released`` event naming them all; nothing held is harmless and says so.
+
+    :class:`AndonError` (one line): an environment neither configured nor ever held in, an empty reason.
+    """
+    from backend.config import check_environment_name
+
+    check_environment_name(env)
+    reason = clean_line(reason).strip()
+    if not reason:
+        raise AndonError("a release needs a reason: why may these commits ship again?")
+    if env not in world.config.environments and env not in world.log.environments() \
+            and not world.log.held_commits(env):
+        known = ", ".join(world.environments()) or "none"
+        raise AndonError(f"unknown environment {env!r} (known: {known})")
+    released = world.log.release_all_commits(env, who=who or "unknown", reason=reason)
+    if not released:
+        return f"no commit is held in {env}: nothing to release"
+    named = ", ".join(commit.short_sha for commit in released[:5]) + (
+        f" and {len(released) - 5} more" if len(released) > 5 else "")
+    count = len(released)
+    return (f"released {count} commit{'s' if count != 1 else ''} held in {env} ({named}): "
+            f"deploys may ship {'them' if count != 1 else 'it'} again")
 
 
 def rollback_succeeded(world: World, rollback: Rollback) -> list[HeldCommit]:

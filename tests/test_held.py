@@ -300,6 +300,53 @@ def test_release_by_a_person_on_the_command_line_with_a_short_sha(rolled: Line) 
     ok("deploy", "--env", ENV, "--sha", rolled.bad2, cwd=rolled.path)
 
 
+def test_release_all_lets_every_held_commit_ship_with_one_event_and_repeating_is_harmless(rolled: Line) -> None:
+    """A rollback of a deploy whose build broke, not its code: one decision, not one per commit."""
+    fails("deploy", "--env", ENV, "--sha", rolled.bad2, cwd=rolled.path, code=11)
+    said = ok("release", "--all", "--env", ENV, "--reason", "the build broke, not the code", cwd=rolled.path,
+              env={"ANDON_USER": "alice"}).out
+    assert said.strip() == (f"released 2 commits held in {ENV} ({rolled.bad2[:7]}, {rolled.bad1[:7]}): "
+                            "deploys may ship them again")
+    assert rolled.blocking(rolled.bad2) == []
+    world = rolled.world()
+    try:
+        assert held(world, ENV) == []
+    finally:
+        world.close()
+    [(who, detail)] = rolled.events("commit.released")
+    assert (who, detail) == ("alice", {"shas": [rolled.bad2, rolled.bad1], "subjects": ["bad two", "bad one"],
+                                       "count": 2, "reason": "the build broke, not the code"})
+    again = ok("release", "--all", "--env", ENV, "--reason", "twice", cwd=rolled.path).out
+    assert again.strip() == f"no commit is held in {ENV}: nothing to release"
+    assert len(rolled.events("commit.released")) == 1
+    log = rolled.log()
+    try:  # the released rows are kept, with who and why
+        with log._lock:
+            rows = log._conn.execute("SELECT sha, released_by, release_reason FROM held_commits"
+                                     " WHERE released_at IS NOT NULL ORDER BY id").fetchall()
+        assert rows == [(rolled.bad2, "alice", "the build broke, not the code"),
+                        (rolled.bad1, "alice", "the build broke, not the code")]
+    finally:
+        log.close()
+    ok("deploy", "--env", ENV, "--sha", rolled.bad2, cwd=rolled.path)
+    assert rolled.ran_shas() == [rolled.good, rolled.bad2]
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (("--all", "SHA"), "give SHA or --all, not both"),
+    ((), "name the held commit (SHA) or release every held commit (--all)"),
+    (("--all", "--reason", " "), "--reason must say why the commits may ship again"),
+])
+def test_release_takes_sha_or_all_and_says_so_in_one_line(rolled: Line, args: tuple[str, ...], says: str) -> None:
+    argv = [rolled.bad1 if arg == "SHA" else arg for arg in args]
+    reason = [] if "--reason" in argv else ["--reason", "why not"]
+    before = _counts(rolled)
+    line = fails("release", *argv, "--env", ENV, *reason, cwd=rolled.path, code=2)
+    assert says in line, line
+    assert _counts(rolled) == before
+    assert rolled.blocking(rolled.bad2) == [rolled.bad2, rolled.bad1]
+
+
 def _counts(line: Line) -> tuple[int, int, int]:
     log = line.log()
     try:

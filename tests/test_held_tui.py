@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+from textual.widgets import OptionList
 
 from backend.world import resolve_world
 from tests.conftest import Repo, wait_for
@@ -18,7 +19,7 @@ from tui.commands import offered
 from tui.screens.events import describe
 from tui.screenshots import settle
 from tui.widgets.commits import HELD_MARK, CommitTable
-from tui.widgets.release_form import ReleaseForm
+from tui.widgets.release_form import ALL, ReleaseForm
 
 
 @pytest.fixture
@@ -92,6 +93,30 @@ async def test_u_releases_the_selected_held_commit_with_a_reason(rolled: Line) -
     assert rolled.blocking(rolled.bad2) == [rolled.bad2]
 
 
+async def test_u_offers_all_held_commits_and_releases_them_with_one_event(rolled: Line) -> None:
+    app = make_app(resolve_world(rolled.path))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        table = pending(app)
+        assert await wait_for(pilot, lambda: len(table.held) == 2, seconds=10)
+        await pilot.press("u")
+        assert await wait_for(pilot, lambda: isinstance(app.screen, ReleaseForm))
+        options = app.screen.query_one("#release-commit", OptionList)
+        assert [options.get_option_at_index(n).id for n in range(options.option_count)] == [
+            rolled.bad2, rolled.bad1, ALL]
+        assert "all 2 held commits" in str(options.get_option(ALL).prompt)
+        options.highlighted = options.get_option_index(ALL)
+        await pilot.press(*"the build broke", "enter")
+        assert await wait_for(pilot, lambda: not table.held, seconds=10)
+        assert not isinstance(app.screen, ReleaseForm)
+        assert await wait_for(pilot, lambda: any("released 2 commits held in production" in str(n.message)
+                                                 for n in app._notifications))
+    [(who, detail)] = released(rolled)
+    assert detail == {"shas": [rolled.bad2, rolled.bad1], "subjects": ["bad two", "bad one"], "count": 2,
+                      "reason": "the build broke"}
+    assert rolled.blocking(rolled.bad2) == []
+
+
 async def test_esc_in_the_release_form_writes_nothing_and_u_with_nothing_held_says_so(rolled: Line) -> None:
     app = make_app(resolve_world(rolled.path))
     async with app.run_test(size=(120, 40)) as pilot:
@@ -134,10 +159,12 @@ async def test_a_read_only_dashboard_marks_held_commits_but_offers_no_release(ro
 
 def test_the_events_screen_tells_of_holds_and_releases(rolled: Line) -> None:
     ok("release", rolled.bad1, "--env", ENV, "--reason", "tested", cwd=rolled.path)
+    ok("release", "--all", "--env", ENV, "--reason", "the build broke", cwd=rolled.path)
     log = rolled.log()
     try:
         said = [describe(event) for event in reversed(log.events(1000)) if event.kind.startswith("commit.")]
     finally:
         log.close()
     assert said == [f"held 2 commits after a rollback: {rolled.bad2[:7]}, {rolled.bad1[:7]}",
-                    f"released held commit {rolled.bad1[:7]}: tested"]
+                    f"released held commit {rolled.bad1[:7]}: tested",
+                    f"released 1 held commit ({rolled.bad2[:7]}): the build broke"]

@@ -46,7 +46,9 @@ def add_parsers(command: Callable[[str, str], argparse.ArgumentParser],
                                "(repeat for each; otherwise exit 9)")
 
     release = command("release", "release a commit held after a rollback: deploys to the environment may ship it again")
-    release.add_argument("sha", metavar="SHA", help="the held commit (a SHA, or any revision naming it)")
+    release.add_argument("sha", metavar="SHA", nargs="?", help="the held commit (a SHA, or any revision naming it)")
+    release.add_argument("--all", action="store_true", help="release every commit held in the environment instead "
+                                                            "(one event, one chat message)")
     release.add_argument("--env", required=True, help="the environment it is held in")
     release.add_argument("--reason", required=True, help="why it may ship again (kept in the log, shown to everyone)")
 
@@ -129,18 +131,26 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def cmd_release(args: argparse.Namespace) -> int:
-    """``andon release SHA --env E --reason TEXT`` (backend.held.release): one line, 0 also when it was not held."""
-    from backend.held import release
+    """``andon release SHA|--all --env E --reason TEXT`` (backend.held.release, release_all): one
+    line, 0 also when nothing was held."""
+    from backend.held import release, release_all
 
+    if args.all and args.sha is not None:
+        raise UsageError("give SHA or --all, not both")
+    if not args.all and args.sha is None:
+        raise UsageError("name the held commit (SHA) or release every held commit (--all)")
     check_environment_name(args.env)
     reason = clean_line(args.reason).strip()
     if not reason:
-        raise UsageError("--reason must say why the commit may ship again")
-    if not args.sha.strip():
+        raise UsageError(f"--reason must say why the commit{'s' if args.all else ''} may ship again")
+    if not args.all and not args.sha.strip():
         raise UsageError("SHA is empty: name the held commit")
     world = _world(args)
     try:
-        said = release(world, args.env, args.sha, world.who(), reason)
+        if args.all:
+            said = release_all(world, args.env, world.who(), reason)
+        else:
+            said = release(world, args.env, args.sha, world.who(), reason)
     finally:
         world.close()
     _out(said)

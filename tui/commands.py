@@ -45,7 +45,7 @@ ACTIONS: tuple[Action, ...] = (
     Action("S", "stop_line", "Stop line", "Stop the line without rolling back: deploys are refused", False, "S",
            writes=True),
     Action("u", "release_held", "Release held commit", "Release a commit held after a rollback (the selected "
-           "pending one, or choose), with a reason: deploys may ship it again", False, writes=True),
+           "pending one, or choose; or all of them), with a reason: deploys may ship it again", False, writes=True),
     Action("q", "app.quit", "Quit", "Leave andon", True),
 )
 

@@ -8,9 +8,10 @@ commits (:mod:`backend.held`).
   another program writes a ``commit.*`` event or a rollback ends (a rollback holds commits);
   :class:`HeldLoaded` hands them to the pending panel, which marks them
   (:meth:`~tui.widgets.commits.CommitTable.mark_held`).
-* ``u`` releases one: the selected pending commit when it is held, else the newest held. A
-  :class:`~tui.widgets.release_form.ReleaseForm` names the held commits and asks why; the
-  release (:func:`backend.held.release`) runs in a thread worker and its one line comes back as
+* ``u`` releases one: the selected pending commit when it is held, else the newest held; or,
+  when several are held, all of them (the form's last choice, :func:`backend.held.release_all`:
+  one event). A :class:`~tui.widgets.release_form.ReleaseForm` names the held commits and asks
+  why; the release (:func:`backend.held.release`) runs in a thread worker and its one line comes back as
   :class:`HeldReleased` (a toast). A ``--read-only`` dashboard does not offer ``u``.
 """
 
@@ -63,11 +64,14 @@ def load(world: World, env: str, post: object) -> None:
     post(message)  # type: ignore[operator]
 
 
-def release(world: World, env: str, sha: str, reason: str) -> HeldReleased:
-    """The release, written (blocking); a refusal is one line."""
+def release(world: World, env: str, sha: str | None, reason: str) -> HeldReleased:
+    """The release of ``sha`` (None: every commit held in ``env``), written (blocking); a refusal is one line."""
     from backend.held import release as release_commit
+    from backend.held import release_all
 
     try:
+        if sha is None:
+            return HeldReleased(release_all(world, env, world.who(), reason))
         return HeldReleased(release_commit(world, env, sha, world.who(), reason))
     except AndonError as error:
         return HeldReleased(str(error), "error")
@@ -127,7 +131,7 @@ class HeldFeed:
     # -- u -----------------------------------------------------------------------------------
 
     def release(self) -> None:
-        """``u``: ask which held commit and why, then release it in a thread."""
+        """``u``: ask which held commit (or all) and why, then release in a thread."""
         screen = self.screen
         env = screen.env
         if self.read_only:
@@ -147,10 +151,11 @@ class HeldFeed:
         def answered(answer: Release | None) -> None:
             if answer is None:
                 return
-            screen.run_worker(partial(self._release, env, answer.sha, answer.reason), thread=True,
+            screen.run_worker(partial(self._release, env, None if answer.every_held else answer.sha, answer.reason),
+                              thread=True,
                               group="held-release", exit_on_error=False)
 
         screen.app.push_screen(ReleaseForm(env, self.commits, chosen), answered)
 
-    def _release(self, env: str, sha: str, reason: str) -> None:
+    def _release(self, env: str, sha: str | None, reason: str) -> None:
         self.screen.post_message(release(self.world, env, sha, reason))

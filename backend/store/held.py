@@ -12,8 +12,9 @@ itself when only it could be held): no commit reachable from it can descend from
 commit, so a search for reverts walks ``SHA ^bound`` and loses nothing
 (:func:`backend.held.blocking`, which copes with a bound gone from the clone).
 
-Holding writes ``commit.held`` and releasing ``commit.released``, in the same transaction as
-the rows (see :mod:`backend.held` for what decides which commits, and the events' detail).
+Holding writes ``commit.held`` and releasing ``commit.released`` (one commit: detail ``sha``;
+all of an environment's at once: ONE event, detail ``shas``, ``subjects`` and ``count``), in the
+same transaction as the rows (see :mod:`backend.held` for what decides which commits, and the events' detail).
 """
 
 from __future__ import annotations
@@ -117,3 +118,26 @@ class HeldMixin(LogCore):
                          (now, who, reason, row[0]))
             self.event(conn, "commit.released", env, None, who, now, sha=sha, reason=reason)
         return HeldCommit(env, sha, cell_text(row[1]), _int(row[2]), cell_text(row[3]), cell_text(row[4]))
+
+    @guard
+    def release_all_commits(self, env: str, *, who: str, reason: str) -> list[HeldCommit]:
+        """Release every commit held in ``env`` (a person decided the rollback's commits were fine):
+        one transaction, ONE ``commit.released`` event for them all (detail ``shas`` and
+        ``subjects``, at most :data:`EVENT_SHAS`, ``count`` and ``reason``), so chat says it once.
+        Returns those released, in the order they were held; none held: no event, ``[]``."""
+        now = self.now()
+        who, reason = clean_line(who), clean_line(reason)
+        with self.immediate() as conn:
+            rows = conn.execute("SELECT id, sha, subject, rollback_id, held_at, bound FROM held_commits"
+                                " WHERE env = ? AND released_at IS NULL ORDER BY id", (env,)).fetchall()
+            if not rows:
+                return []
+            conn.executemany("UPDATE held_commits SET released_at = ?, released_by = ?, release_reason = ? WHERE id = ?",
+                             [(now, who, reason, row[0]) for row in rows])
+            released = [HeldCommit(env, cell_text(sha).lower(), cell_text(subject), _int(rollback_id),
+                                   cell_text(held_at), cell_text(bound).lower())
+                        for _, sha, subject, rollback_id, held_at, bound in rows]
+            named = released[:EVENT_SHAS]
+            self.event(conn, "commit.released", env, None, who, now, shas=[commit.sha for commit in named],
+                       subjects=[commit.subject for commit in named], count=len(released), reason=reason)
+        return released

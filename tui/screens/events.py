@@ -88,6 +88,12 @@ def describe(event: Event) -> str:
         more = f" and {count - 5} more" if count > 5 else ""
         return f"held {count} commit{'s' if count != 1 else ''} after a rollback: {', '.join(shas[:5])}{more}"
     if kind == "commit.released":
+        if isinstance(detail.get("shas"), list):  # andon release --all: every commit held there, one event
+            shas = [_sha(sha) for sha in detail["shas"]]
+            count = detail["count"] if isinstance(detail.get("count"), int) else len(shas)
+            more = f" and {count - 5} more" if count > 5 else ""
+            return (f"released {count} held commit{'s' if count != 1 else ''} ({', '.join(shas[:5])}{more})"
+                    f"{because}")
         return f"released held commit {_sha(detail.get('sha'))}{because}"
     if kind == "health.changed":
         previous = _text(detail.get("previous"))

@@ -1,9 +1,10 @@
 """The form behind ``u``: which held commit may ship again, and why.
 
 It lists the commits held in the environment (the selected pending commit first chosen when it
-is one of them), newest first, and takes a reason; enter releases, esc changes nothing. Nothing
-is written here: the screen writes the :class:`Release` in a thread worker. Subjects are data:
-shown as plain ``Content``, never markup.
+is one of them), newest first, then, when several are held, "all N held commits" (a rollback of
+a deploy whose build broke, not its code, is one decision: ``andon release --all``); it takes a
+reason; enter releases, esc changes nothing. Nothing is written here: the screen writes the
+:class:`Release` in a thread worker. Subjects are data: shown as plain ``Content``, never markup.
 """
 
 from __future__ import annotations
@@ -23,9 +24,13 @@ if TYPE_CHECKING:
     from backend.held import HeldCommit
 
 
+ALL = "all-held"  # the option releasing every held commit (a SHA is hex: never this)
+
+
 class Release(NamedTuple):
-    sha: str
+    sha: str  # "" when every_held
     reason: str
+    every_held: bool = False
 
 
 class ReleaseForm(ModalScreen[Release | None]):
@@ -63,8 +68,13 @@ class ReleaseForm(ModalScreen[Release | None]):
             yield Static(Content(f"A rollback took these commits out of {self.env}; deploys containing one are "
                                  "refused until it is reverted or released. A fix on top is not enough by itself: "
                                  "you decide."), classes="form-about")
-            yield OptionList(*[Option(Content.assemble((commit.short_sha, "bold"), "  ", commit.subject), id=commit.sha)
-                               for commit in self.commits], id="release-commit")
+            options: list[Option | None] = [
+                Option(Content.assemble((commit.short_sha, "bold"), "  ", commit.subject), id=commit.sha)
+                for commit in self.commits]
+            if len(self.commits) > 1:
+                options += [None, Option(Content.assemble((f"all {len(self.commits)} held commits", "bold"),
+                                                          "  the build broke, not the code"), id=ALL)]
+            yield OptionList(*options, id="release-commit")
             yield Input(placeholder="why it may ship again (kept in the log)", id="release-reason")
             yield Static("", classes="form-problem")
 
@@ -84,6 +94,9 @@ class ReleaseForm(ModalScreen[Release | None]):
             return
         options = self.query_one(OptionList)
         index = options.highlighted if options.highlighted is not None else 0
+        if options.get_option_at_index(index).id == ALL:
+            self.dismiss(Release("", reason, every_held=True))
+            return
         self.dismiss(Release(self.commits[index].sha, reason))
 
     def action_cancel(self) -> None:
