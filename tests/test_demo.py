@@ -32,6 +32,16 @@ FAST = Policy(first_retry=0.05, max_retry=0.1)
 HOOK = Notifier("webhook", URL_ENV, None, SECRET_ENV)
 
 
+def messages_of(demo: Any, count: int) -> list[Any]:
+    """The first ``count`` messages the demo's receiver got (waited for)."""
+    assert demo.chat is not None
+    return list(demo.chat.wait_for(count, 10))
+
+
+def short(sha: str) -> str:
+    return sha[:7]
+
+
 @pytest.fixture
 def chat(tmp_path: Path) -> Any:
     receiver = DemoChat(tmp_path / "chat.log", secret="s3cret")
@@ -160,9 +170,33 @@ def test_the_demo_story_a_broken_deploy_stops_the_line_chat_hears_it_and_a_rollb
         assert service["sha"] == live["sha"] and not service["broken"]  # the previous version runs again
         health = andon("health", "--env", "production", cwd=demo.repo, env=env)
         assert health.returncode == 0, health.stdout  # healthy, and running what the log says is live
+        # The rollback held what it took out of production: the commits of the broken deploy.
+        held = messages_of(demo, 5)[4]
+        assert held.message["kind"] == "commit.held"
+        count = held.message["detail"]["count"]
+        assert count >= 1 and f"⚠️ {count} commit{'s' if count != 1 else ''} held out of production (repo) after a " \
+                              "rollback" in held.line
         assert andon("resume", "--env", "production", cwd=demo.repo, env=env).returncode == 0
-        lines = [received.line for received in demo.chat.wait_for(5, 10)]
-        assert "✅ Line resumed: production (repo), by ada" in lines[4]
+        lines = [received.line for received in demo.chat.wait_for(6, 10)]
+        assert "✅ Line resumed: production (repo), by ada" in lines[5]
+
+        # The next deploy still contains them: refused, naming them, until a person decides.
+        again = andon("deploy", "--env", "production", cwd=demo.repo, env=env)
+        assert again.returncode == 11, again.stderr
+        assert "held" in again.stderr and short(held.message["detail"]["shas"][0]) in again.stderr
+        released = andon("release", "--all", "--env", "production", "--reason", "the build broke, not the code",
+                         cwd=demo.repo, env=env)
+        assert released.returncode == 0, released.stderr
+        assert released.stdout.startswith(f"released {count} commit")
+        lines = [received.line for received in demo.chat.wait_for(7, 10)]
+        assert lines[6].endswith(f"released in production (repo), by ada: {'they' if count != 1 else 'it'} may be "
+                                 "deployed again — the build broke, not the code")
+        good = andon("deploy", "--env", "production", cwd=demo.repo, env=env)
+        assert good.returncode == 0, good.stderr  # the next deploy ships a good build
+        service = json.loads((demo.root / "service" / "production.json").read_text())
+        assert not service["broken"] and service["sha"] == held.message["detail"]["live_sha"]
+        time.sleep(1)  # a successful deploy is not told (the demo's receiver hears the default groups)
+        assert len(demo.chat.messages()) == 7
         assert demo.chat.refused == 0  # every request verified
         assert demo.chat_log.read_text(encoding="utf-8").splitlines() == lines
     finally:
