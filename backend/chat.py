@@ -36,28 +36,13 @@ from backend.store.outbox import OutboxItem, detail_of
 from backend.text import clean_line, short
 
 if TYPE_CHECKING:
-
     from backend.store import DeployLog
     from backend.store.line import Rollback
 
 
-class Policy(NamedTuple):
-    """How hard delivery tries (seconds)."""
-
-    timeout: float = 10.0  # one try, as a whole: connecting, sending, the answer
-    first_retry: float = 5.0  # the wait before the first retry; doubled each time
-    max_retry: float = 600.0  # the longest wait between two tries
-    max_retry_after: float = 86400.0  # the longest Retry-After honoured
-    give_up: float = 86400.0  # a message still undelivered this long after its event goes dead
-    claim: float = 120.0  # a receiver's lease, renewed before each send (at least 3 tries long)
-
-
-POLICY = Policy()
 T = TypeVar("T")
-DEFAULT_LIMIT = 20  # messages sent to one receiver by one call
 DISCORD_LIMIT = 2000  # characters of a Discord message
 TEXT_LIMIT = 300  # characters of one value (a reason, a subject, a name) in a message
-ANSWER_EXCERPT = 120  # characters of a refusing receiver's answer kept in the reason
 ZWSP = "\u200b"  # after every @: nothing after it can be read as a mention
 
 TONES = {"stop": "🛑", "good": "✅", "bad": "❌", "warn": "⚠️", "info": "↩️"}

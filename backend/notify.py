@@ -43,7 +43,7 @@ import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from backend import ANDON_VERSION
 from backend.chat import Announcement, Message, gather, looks_like_time, message, payload, skip_reason
@@ -72,15 +72,9 @@ class Policy(NamedTuple):
 
 
 POLICY = Policy()
-T = TypeVar("T")
 DEFAULT_LIMIT = 20  # messages sent to one receiver by one call
-DISCORD_LIMIT = 2000  # characters of a Discord message
-TEXT_LIMIT = 300  # characters of one value (a reason, a subject, a name) in a message
 ANSWER_EXCERPT = 120  # characters of a refusing receiver's answer kept in the reason
-ZWSP = "\u200b"  # after every @: nothing after it can be read as a mention
 
-TONES = {"stop": "🛑", "good": "✅", "bad": "❌", "warn": "⚠️", "info": "↩️"}
-TEAMS_COLORS = {"stop": "Attention", "good": "Good", "bad": "Attention", "warn": "Warning", "info": "Accent"}
 
 
 # -- what delivery reports ------------------------------------------------------------
