@@ -50,7 +50,7 @@ from backend.processes import alive, stop_group
 from backend.runner import STOP_GRACE, RunError, Runner, RunResult, substitute
 from backend.store.line import Busy, LineState, Turn
 from backend.text import clean_line
-from backend.verify import STOPPED_BY, SyncProbe, Verdict, before, verify
+from backend.verify import STOPPED_BY, SyncProbe, Verdict, before, verify_output
 from backend.world import World
 
 if TYPE_CHECKING:
@@ -261,28 +261,12 @@ def deploy(
         exit_code = result.exit_code
         verdict = None
         if status == SUCCEEDED and verifying:
-            lines: list[str] = []
+            def cut_short(said: str, code: int | None = result.exit_code) -> None:
+                world.log.finish(started.id, INTERRUPTED, exit_code=code, output=said)
 
-            def say(text: str) -> None:
-                lines.append(text)
-                live.write(text)
-                if on_output is not None:
-                    try:
-                        on_output(text)
-                    except Exception:  # noqa: BLE001 - a failing display must not fail the deploy
-                        pass
-
-            if output and not output.endswith("\n"):
-                say("\n")
-            try:
-                verdict = verify(world, started, settings, say=say, interrupted=interrupted or (lambda: None),
-                                 probe=probe, baseline=baseline)
-            except BaseException as error:
-                text = str(error).splitlines()[0] if str(error) else type(error).__name__
-                world.log.finish(started.id, INTERRUPTED, exit_code=result.exit_code,
-                                 output=output + "".join(lines) + f"[andon: verification stopped: {text}]\n")
-                raise
-            output += "".join(lines)
+            verdict, output = verify_output(world, started, settings, output, live=live.write, on_output=on_output,
+                                            interrupted=interrupted or (lambda: None), stopped=cut_short, probe=probe,
+                                            baseline=baseline)
             status = verdict.status
             if verdict.stopped:
                 exit_code = 128 + int(getattr(signal, verdict.stopped, signal.SIGINT))

@@ -84,7 +84,6 @@ from backend.world import World
 
 if TYPE_CHECKING:
     from backend.migrations import Hold
-    from backend.verify import Verdict
 
 # The andon command line, as an argv (never an import: backend does not import tui).
 RUNNER_COMMAND: tuple[str, ...] = (sys.executable, "-m", "tui.cli")
@@ -382,7 +381,13 @@ def run_rollback(world: World, rollback_id: int, *, runner: Runner,
         output = notes + target + result.output + note
         verdict = None
         if status == SUCCEEDED and settings.verify_seconds > 0 and settings.health:
-            verdict, output = _verify(world, started, settings, output, live.write, on_output, interrupted)
+            from backend.verify import verify_output
+
+            def cut_short(said: str) -> None:  # a stop or a broken log: the action itself succeeded
+                log.finish_action(started.id, SUCCEEDED, exit_code=0, output=said)
+
+            verdict, output = verify_output(world, started, settings, output, live=live.write, on_output=on_output,
+                                            interrupted=interrupted, stopped=cut_short)
         # Health did not come back: said in the transaction that ends the rollback.
         news = [("rollback.unhealthy", {"why": verdict.reason, "checks": list(verdict.failing),
                                         "rollback_id": rollback_id, "target_sha": started.sha})
@@ -417,36 +422,6 @@ def _holds_commits(world: World, env: str) -> bool:
     from backend.held import held
 
     return bool(held(world, env))
-
-
-def _verify(world: World, started: Deploy, settings: Environment, output: str, live: Callable[[str], None],
-            on_output: Callable[[str], None] | None,
-            interrupted: Callable[[], str | None]) -> tuple[Verdict, str]:
-    """Watch health after the rollback's action (see the module's docstring): the verdict, and the
-    row's output with the verification's lines. A stop or a broken log ends the row first."""
-    from backend.verify import verify
-
-    lines: list[str] = []
-
-    def say(text: str) -> None:
-        lines.append(text)
-        live(text)
-        if on_output is not None:
-            try:
-                on_output(text)
-            except Exception:  # noqa: BLE001 - a failing display must not fail the rollback
-                pass
-
-    if output and not output.endswith("\n"):
-        say("\n")
-    try:
-        verdict = verify(world, started, settings, say=say, interrupted=interrupted)
-    except BaseException as error:
-        text = str(error).splitlines()[0] if str(error) else type(error).__name__
-        world.log.finish_action(started.id, SUCCEEDED, exit_code=0,
-                                output=output + "".join(lines) + f"[andon: verification stopped: {text}]\n")
-        raise
-    return verdict, output + "".join(lines)
 
 
 def stop_running_deploys(world: World, env: str) -> str:

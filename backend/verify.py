@@ -215,6 +215,48 @@ def verify(
     return verdict
 
 
+def verify_output(
+    world: World,
+    deploy: Deploy,
+    settings: Environment,
+    output: str,
+    *,
+    live: Callable[[str], None],
+    on_output: Callable[[str], None] | None,
+    interrupted: Callable[[], str | None],
+    stopped: Callable[[str], None],
+    probe: SyncProbe | None = None,
+    baseline: Baseline | None = None,
+) -> tuple[Verdict, str]:
+    """:func:`verify` after a deploy's or a rollback's action, its lines added to the row's ``output``.
+
+    Each line goes to ``live`` (every dashboard sees it as it comes) and ``on_output`` (the
+    terminal; a failing display never fails the deploy). Returns the verdict and the output with
+    the verification's lines. A stop or a broken log mid-way is handed to ``stopped`` with the
+    output so far and a last line saying so (the caller ends the row as it must), then raised.
+    """
+    lines: list[str] = []
+
+    def say(text: str) -> None:
+        lines.append(text)
+        live(text)
+        if on_output is not None:
+            try:
+                on_output(text)
+            except Exception:  # noqa: BLE001 - a failing display must not fail the deploy
+                pass
+
+    if output and not output.endswith("\n"):
+        say("\n")
+    try:
+        verdict = verify(world, deploy, settings, say=say, interrupted=interrupted, probe=probe, baseline=baseline)
+    except BaseException as error:
+        text = str(error).splitlines()[0] if str(error) else type(error).__name__
+        stopped(output + "".join(lines) + f"[andon: verification stopped: {text}]\n")
+        raise
+    return verdict, output + "".join(lines)
+
+
 def _reported(check: str, version: str | None, drift: str | None) -> str:
     """``api reports 1a2b3c4 (behind)``, for the reason a version was not reached."""
     if not version:
