@@ -29,17 +29,14 @@ ratios say (a report), 1 when a measured command failed.
 from __future__ import annotations
 
 import argparse
-import os
 import sqlite3
-import subprocess
 import sys
 import tempfile
-import time
 from contextlib import closing
 from pathlib import Path
 
-from benchmarks.generate import Dataset, Params, andon_bin, ensure, isolated_env
-from benchmarks.run import CommandFailed, Sample, Series, compile_andon
+from benchmarks.generate import Dataset, Params, andon_bin, ensure
+from benchmarks.run import CommandFailed, Sample, Series, compile_andon, run_plain
 
 CHECK_TARGET = 0.5
 ANSWERS = (0, 5, 11, 12)  # andon line --check: go, stopped, held, frozen
@@ -54,17 +51,7 @@ def copy_log(data: Dataset, into: Path) -> Path:
 
 def run(argv: list[str], out: Path, *, cwd: Path, answers: tuple[int, ...] = (0,)) -> Sample:
     """Spawn to reaped, stdout to a file; the CPU time (user + system, its git commands' included) beside."""
-    with open(out, "wb") as stdout, open(out.with_suffix(".err"), "wb") as stderr:
-        started = time.perf_counter()
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr, env=isolated_env(),
-                                cwd=cwd)
-        _, status, usage = os.wait4(proc.pid, 0)
-        elapsed = time.perf_counter() - started
-    code = os.waitstatus_to_exitcode(status)
-    if code not in answers:
-        error = out.with_suffix(".err").read_text(errors="replace").strip().splitlines()
-        raise CommandFailed(" ".join(argv), f"exit code {code}: " + (error[-1] if error else "no output"))
-    return Sample(elapsed, usage.ru_maxrss, {"cpu": usage.ru_utime + usage.ru_stime, "code": code})
+    return run_plain(argv, out, cwd=cwd, answers=answers, cpu=True)
 
 
 def row(subject: Series, baseline: Series, target: float | None) -> str:

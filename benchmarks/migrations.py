@@ -44,7 +44,7 @@ from contextlib import closing
 from pathlib import Path
 
 from benchmarks.generate import Dataset, Params, andon_bin, ensure, isolated_env
-from benchmarks.run import CommandFailed, Sample, Series
+from benchmarks.run import CommandFailed, Sample, Series, run_plain
 
 SCAN_BUDGET = 1.5
 CLI_TARGET = 2.0
@@ -74,17 +74,7 @@ def run_git_log(data: Dataset) -> Sample:
 def run_to_file(argv: list[str], out: Path, *, cwd: Path) -> Sample:
     """benchmarks.run's run_plain (stdout to a file, spawn to reaped), with the CPU time of the
     command and of every child it waited for (its git commands)."""
-    with open(out, "wb") as stdout, open(out.with_suffix(".err"), "wb") as stderr:
-        started = time.perf_counter()
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr, env=isolated_env(),
-                                cwd=cwd)
-        _, status, usage = os.wait4(proc.pid, 0)
-        elapsed = time.perf_counter() - started
-    code = os.waitstatus_to_exitcode(status)
-    if code != 0:
-        error = out.with_suffix(".err").read_text(errors="replace").strip().splitlines()
-        raise CommandFailed(" ".join(argv), f"exit code {code}: " + (error[-1] if error else "no output"))
-    return Sample(elapsed, usage.ru_maxrss, {"cpu": usage.ru_utime + usage.ru_stime})
+    return run_plain(argv, out, cwd=cwd, cpu=True)
 
 
 def tips_of(data: Dataset) -> list[str]:

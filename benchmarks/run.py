@@ -188,8 +188,13 @@ class CommandFailed(Exception):
         self.detail = detail
 
 
-def run_plain(argv: list[str], out: Path, *, cwd: Path) -> Sample:
-    """Run a command with stdout to a file; wall time from spawn to reaped, and its max RSS."""
+def run_plain(argv: list[str], out: Path, *, cwd: Path, answers: tuple[int, ...] = (0,), cpu: bool = False) -> Sample:
+    """Run a command with stdout to a file; wall time from spawn to reaped, and its max RSS.
+
+    ``answers``: the exit codes that count as an answer (any other is a failure). ``cpu``: also
+    keep the CPU time (user + system, the children it waited for included: its git commands) and
+    the exit code as the sample's extras ``cpu`` and ``code``.
+    """
     with open(out, "wb") as stdout, open(out.with_suffix(".err"), "wb") as stderr:
         started = time.perf_counter()
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
@@ -197,10 +202,11 @@ def run_plain(argv: list[str], out: Path, *, cwd: Path) -> Sample:
         _, status, usage = os.wait4(proc.pid, 0)
         elapsed = time.perf_counter() - started
     proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
+    if proc.returncode not in answers:
         error = out.with_suffix(".err").read_text(errors="replace").strip().splitlines()
         raise CommandFailed(" ".join(argv), f"exit code {proc.returncode}: " + (error[-1] if error else "no output"))
-    return Sample(elapsed, usage.ru_maxrss)
+    extra = {"cpu": usage.ru_utime + usage.ru_stime, "code": proc.returncode} if cpu else {}
+    return Sample(elapsed, usage.ru_maxrss, extra)
 
 
 def _spawn_in_pty(argv: list[str], *, cwd: Path, env: dict[str, str]) -> tuple[int, int]:
